@@ -1,0 +1,1 @@
+"""minisora: a small, teachable, working Sora."""
