@@ -41,8 +41,8 @@ class VAEConfig:
 
     in_channels: int = 3
     latent_channels: int = 4
-    base_channels: int = 32
-    channel_mults: tuple[int, ...] = (1, 2, 2)  # one entry per resolution level; len-1 spatial halvings
+    base_channels: int = 16  # 3D convolutions at full resolution dominate CPU time: keep this narrow
+    channel_mults: tuple[int, ...] = (1, 2, 4)  # one entry per resolution level; len-1 spatial halvings
     time_downsamples: int = 2  # causal halvings of time: 2 -> 4x (after the first frame)
     num_res_blocks: int = 1
     kl_weight: float = 1e-6
@@ -109,6 +109,8 @@ class TrainConfig:
     dit_lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
+    vae_frames: int = 5  # the causal VAE trains on clips this long (any 1 + 4k works; shorter = faster)
+    latent_cache: int = 2048  # DiT trains on the latents of this many videos, encoded once (0 = every step)
     grad_clip: float = 1.0
     ema_decay: float = 0.995
     amp: bool = False  # bfloat16/float16 autocast on GPU; ignored on CPU

@@ -1,0 +1,210 @@
+"""Attention benchmark: minisora's kernels against PyTorch SDPA and the naive reference.
+
+    python benchmarks/attention.py                        # the GPU if there is one, else the CPU
+    python benchmarks/attention.py --device cpu --write-results
+    python benchmarks/attention.py --quick                # a few sizes only
+
+Rows: one per (dtype, N, d, implementation) with forward and forward+backward time, TFLOP/s and,
+on a GPU, the peak memory the call allocated beyond its inputs.
+FLOPs: the forward is two matmuls, 2 * 2*B*H*N*N*d = 4*B*H*N^2*d; the backward is five (recompute
+S, dV, dP, dQ, dK), so forward+backward counts 3.5x the forward.
+On a GPU every CUDA stage is timed (0 naive, 1 online softmax, 2 FA2 on tensor cores, 3 swizzled
++ ldmatrix; csrc/cuda/launchers.h), with the one backward kernel for fwd+bwd, plus each SDPA backend
+PyTorch offers for the inputs. On a CPU: our C++ op against SDPA on the CPU.
+`--write-results` appends the table to benchmarks/RESULTS.md under the machine's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from minisora.attention import naive_attention, op
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def columns(device: str) -> list[str]:
+    unit = "TFLOP/s" if device == "cuda" else "GFLOP/s"  # CPU numbers are ~1000x smaller
+    return ["dtype", "B", "H", "N", "d", "implementation", "fwd ms", f"fwd {unit}", "fwd+bwd ms",
+            f"fwd+bwd {unit}", "peak MiB"]
+
+
+def machine_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    model = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def timed(fn, device: str, min_seconds: float = 0.2, max_reps: int = 100):
+    """(milliseconds per call, peak MiB allocated beyond what existed before) for fn()."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    fn()  # warm-up: allocator, library loading; also raises if the inputs are unsupported
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    reps = max(1, min(max_reps, int(min_seconds / max(time.perf_counter() - start, 1e-6))))
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    start = time.perf_counter()
+    for _ in range(reps):  # queued back to back: launch latency overlaps with the kernels
+        fn()
+    sync()
+    ms = 1e3 * (time.perf_counter() - start) / reps
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else None
+    return ms, peak
+
+
+def autograd_pair(forward, q, k, v):
+    """(forward-only callable, forward+backward callable) for a differentiable forward(q, k, v)."""
+    qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+    dout = torch.randn_like(q)
+
+    def fwd():
+        with torch.no_grad():
+            forward(q, k, v)
+
+    def fwd_bwd():
+        torch.autograd.grad(forward(qg, kg, vg), (qg, kg, vg), dout)
+
+    return fwd, fwd_bwd
+
+
+def implementations(q, k, v, device: str):
+    """Yield (name, forward callable, forward+backward callable) for everything worth timing."""
+    scale = q.shape[-1] ** -0.5
+    if device == "cuda":
+        lib = op._state["cuda_lib"]
+        if lib is not None:
+            dout = torch.randn_like(q)
+            code = op.CUDA_DTYPES[q.dtype]
+            for stage in range(4):
+                if lib.minisora_attn_fwd_stage(code, stage, q.shape[-1]) != stage:
+                    continue  # e.g. tensor-core stages for fp32, bf16 before sm_80
+
+                def fwd(stage=stage):
+                    return op.cuda_attn_fwd(q, k, v, scale, stage=stage)
+
+                def fwd_bwd(fwd=fwd):
+                    out, lse = fwd()
+                    op.cuda_attn_bwd(dout, q, k, v, out, lse, scale)
+
+                yield f"minisora stage {stage}", fwd, fwd_bwd
+        names = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
+        backends = [getattr(SDPBackend, n) for n in names if hasattr(SDPBackend, n)]  # cuDNN: torch >= 2.5
+    else:
+        if op.load():
+            yield ("minisora C++",
+                   *autograd_pair(lambda a, b, c: torch.ops.minisora.attn_fwd(a, b, c, scale)[0], q, k, v))
+        backends = [None]  # SDPA's own choice on the CPU
+    for backend in backends:
+        name = "sdpa" if backend is None else f"sdpa {backend.name.lower()}"
+        ctx = contextlib.nullcontext if backend is None else (lambda b=backend: sdpa_kernel(b))
+
+        def sdpa(a, b, c, ctx=ctx):
+            with ctx():
+                return F.scaled_dot_product_attention(a, b, c, scale=scale)
+
+        yield (name, *autograd_pair(sdpa, q, k, v))
+    yield "naive reference", *autograd_pair(lambda a, b, c: naive_attention(a, b, c, scale)[0], q, k, v)
+
+
+def sizes(device: str, quick: bool, dtypes: list[str]):
+    """(dtype name, B, H, N, d). GPU: B*N = 16384 tokens and H*d = 2048, as in the FlashAttention papers."""
+    if device == "cpu":
+        cases = [(1, 4, 256, 64), (1, 4, 1024, 64), (1, 4, 2048, 64), (2, 4, 512, 32)]
+        return [("fp32", *c) for c in (cases[:2] if quick else cases)]
+    ns = [1024, 4096] if quick else [256, 512, 1024, 2048, 4096, 8192, 16384]
+    return [(t, max(1, 16384 // n), 2048 // d, n, d) for t in dtypes for d in (64, 128) for n in ns]
+
+
+def run(device: str, quick: bool, dtypes: list[str]) -> list[list[str]]:
+    rows = []
+    free = torch.cuda.mem_get_info()[0] if device == "cuda" else None
+    per_second = 1e9 if device == "cuda" else 1e6  # FLOP per ms -> TFLOP/s or GFLOP/s
+    for dtype_name, b, h, n, d in sizes(device, quick, dtypes):
+        g = torch.Generator(device=device).manual_seed(0)
+        q, k, v = (torch.randn(b, h, n, d, device=device, dtype=DTYPES[dtype_name], generator=g) for _ in range(3))
+        flops = 4 * b * h * n * n * d
+        for name, fwd, fwd_bwd in implementations(q, k, v, device):
+            # The naive version keeps several (B, H, N, N) float32 tensors for its backward.
+            if name == "naive reference" and free is not None and 5 * 4 * b * h * n * n > 0.8 * free:
+                rows.append([str(c) for c in (dtype_name, b, h, n, d, name)] + ["skipped (memory)"] + [""] * 4)
+                continue
+            cells, peak = [], None
+            for fn, work in ((fwd, flops), (fwd_bwd, 3.5 * flops)):
+                try:
+                    ms, peak = timed(fn, device)
+                    cells += [f"{ms:.3g}", f"{work / ms / per_second:.3g}"]
+                except (RuntimeError, torch.OutOfMemoryError) as err:  # e.g. an SDPA backend refusing
+                    cells += [f"unavailable: {str(err).splitlines()[0][:50]}", ""]
+                    peak = None
+            cells.append("-" if peak is None else f"{peak:.0f}")
+            if device == "cuda":
+                torch.cuda.empty_cache()
+            row = [dtype_name, b, h, n, d, name] + cells
+            rows.append([str(c) for c in row])
+            print(" | ".join(rows[-1]), flush=True)
+    return rows
+
+
+def markdown(rows, device: str) -> str:
+    names = columns(device)
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(rows, device: str, note: str) -> None:
+    if not RESULTS.exists():
+        RESULTS.write_text(
+            "# Benchmark results\n\n"
+            "Appended by `python benchmarks/attention.py --write-results`. Forward FLOPs = 4·B·H·N²·d,\n"
+            "forward+backward = 3.5× that. Peak memory is what one forward+backward allocated beyond its\n"
+            "inputs (GPU only).\n"
+        )
+    stamp = datetime.date.today().isoformat()
+    header = f"\n## attention · {machine_name(device)} · torch {torch.__version__} · {stamp}\n\n"
+    with RESULTS.open("a") as f:
+        f.write(header + (f"{note}\n\n" if note else "") + markdown(rows, device))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="only a few sizes")
+    parser.add_argument("--dtype", choices=list(DTYPES), action="append", help="GPU dtypes (default: all)")
+    parser.add_argument("--write-results", action="store_true", help=f"append the table to {RESULTS.name}")
+    parser.add_argument("--note", default="", help="a line stored with the results (e.g. the machine was busy)")
+    args = parser.parse_args()
+    if not op.load():
+        print(f"minisora op unavailable ({op.unavailable_reason()}): timing the other implementations only")
+    print(f"{machine_name(args.device)} · torch {torch.__version__}")
+    print(" | ".join(columns(args.device)))
+    rows = run(args.device, args.quick, args.dtype or list(DTYPES))
+    print()
+    print(markdown(rows, args.device))
+    if args.write_results:
+        write_results(rows, args.device, args.note)
+        print(f"appended to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""Command line: `python -m minisora <command> --help` explains every flag.
+
+    demo        train a tiny model on the CPU and write videos to outputs/demo/ (the README's first command)
+    train-vae   stage 1: train the video VAE, save the pipeline folder
+    train       stage 2: train the DiT + text encoder on the VAE's latents
+    sample      generate a video from a prompt with a saved model
+    eval        score a saved model with the world-physics evaluator
+    build-ext   build the attention extension now instead of on first use
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+DEMO_PROMPTS = [
+    "a red circle moves to the right",
+    "a large blue square moves up",
+    "a small green triangle moves to the left",
+    "a yellow diamond moves down",
+]
+
+
+def _add_training_flags(p: argparse.ArgumentParser, stage: str) -> None:
+    p.add_argument("--preset", default="tiny", help="size preset: tiny (CPU), colab (T4), large (A100/H100)")
+    p.add_argument("--out", default="runs/tiny", help="run folder: the model goes to OUT/model, checkpoints "
+                                                     "to OUT/checkpoints")
+    p.add_argument("--steps", type=int, default=None, help=f"{stage} training steps (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size (split across processes)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    p.add_argument("--seed", type=int, default=None, help="seed for data order, noise and initial weights")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints")
+    p.add_argument("--dataset", default=None, choices=["shapes", "digits", "mnist", "folder"],
+                   help="training data (default: the preset's, the procedural shapes world)")
+    p.add_argument("--data-root", default=None, help="with --dataset folder: the folder of mp4/gif videos")
+    p.add_argument("--captions", default=None, help="with --dataset folder: the captions file (see data.VideoFolder)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (for logs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m minisora", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="train a tiny model on the CPU and write sample videos")
+    p.add_argument("--out", default="outputs/demo", help="where the videos and the model go")
+    p.add_argument("--preset", default="tiny", help="size preset (tiny trains in minutes on a CPU)")
+    p.add_argument("--vae-steps", type=int, default=None, help="VAE training steps (default: the preset's)")
+    p.add_argument("--dit-steps", type=int, default=None, help="DiT training steps (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="seed for everything")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    _add_training_flags(sub.add_parser("train-vae", help="stage 1: train the video VAE"), "VAE")
+    p = sub.add_parser("train", help="stage 2: train the DiT on the VAE's latents")
+    _add_training_flags(p, "DiT")
+    p.add_argument("--model", default=None, help="pipeline folder with the trained VAE (default: OUT/model)")
+
+    p = sub.add_parser("sample", help="generate a video from a prompt")
+    p.add_argument("--model", required=True, help="a folder written by save_pretrained (e.g. outputs/demo/model)")
+    p.add_argument("--prompt", required=True, help="what the video shows, e.g. 'a red circle moves to the right'")
+    p.add_argument("--out", default="sample.gif", help="output file (.gif, or .mp4 with imageio-ffmpeg)")
+    p.add_argument("--frames", type=int, default=None, help="number of frames (1 + 4k for the tiny VAE)")
+    p.add_argument("--height", type=int, default=None, help="height in pixels (a multiple of VAE x patch size)")
+    p.add_argument("--width", type=int, default=None, help="width in pixels (any aspect ratio the grid allows)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (more = slower, smoother)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (>= 0)")
+    p.add_argument("--sampler", default=None, choices=["euler", "heun"], help="ODE sampler")
+    p.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same video")
+
+    p = sub.add_parser("eval", help="score a model with the world-physics evaluator")
+    p.add_argument("--model", required=True, help="a folder written by save_pretrained")
+    p.add_argument("--prompts", default=None, help="text file with one prompt per line (default: demo prompts)")
+    p.add_argument("--samples", type=int, default=4, help="videos per prompt")
+    p.add_argument("--seed", type=int, default=0, help="first noise seed")
+    p.add_argument("--json", default=None, help="also write the results as JSON here")
+
+    p = sub.add_parser("build-ext", help="build the custom attention extension now")
+    p.add_argument("--verbose", action="store_true", help="show compiler output")
+    return parser
+
+
+def _dataset(config, args, seed: int, length: int = 20_000):
+    from . import data
+
+    if getattr(args, "dataset", None):
+        config.data.dataset = args.dataset
+    return data.make_dataset(config.data, seed=seed, length=length, root=getattr(args, "data_root", None),
+                             captions_file=getattr(args, "captions", None))
+
+
+def cmd_demo(args) -> None:
+    import torch
+
+    from .config import smoke_mode
+    from .pipeline import MiniSora
+    from .train import train_dit, train_vae
+    from .viz import save_video
+
+    started = time.time()
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    model = MiniSora.from_preset(args.preset)
+    cfg = model.config
+    cfg.train.seed = args.seed
+    if smoke_mode():  # CI: prove the path works, not the quality
+        cfg.train.vae_steps, cfg.train.dit_steps, cfg.flow.steps = 4, 4, 2
+    vae_steps, dit_steps = args.vae_steps or cfg.train.vae_steps, args.dit_steps or cfg.train.dit_steps
+    counts = model.num_params()
+    print(f"minisora demo: preset '{cfg.name}', {cfg.data.num_frames} frames of {cfg.data.height}x"
+          f"{cfg.data.width}; parameters: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    dataset = _dataset(cfg, args, seed=args.seed)
+    vae_result = train_vae(model, dataset, steps=vae_steps, out_dir=out, progress=not args.no_progress)
+    dit_result = train_dit(model, dataset, steps=dit_steps, out_dir=out, progress=not args.no_progress)
+    written = []
+    for i, prompt in enumerate(DEMO_PROMPTS):
+        video = model.generate(prompt, seed=args.seed + i, progress=not args.no_progress)
+        stem = out / f"{i}_{re.sub(r'[^a-z0-9]+', '_', prompt.lower()).strip('_')}"
+        written.append(save_video(video, stem.with_suffix(".gif"), fps=cfg.data.fps))
+        try:
+            written.append(save_video(video, stem.with_suffix(".mp4"), fps=cfg.data.fps))
+        except RuntimeError:
+            pass  # no imageio-ffmpeg: GIFs only
+    model_dir = model.save_pretrained(out / "model", card_notes=[
+        f"- trained by `python -m minisora demo`: {vae_steps} VAE steps, {dit_steps} DiT steps",
+        f"- final VAE loss {vae_result.final_loss:.4f}, final flow loss {dit_result.final_loss:.4f}"])
+    print("\nSummary")
+    print(f"  VAE  {vae_steps:5d} steps  {vae_result.seconds:6.1f} s  final loss {vae_result.final_loss:.4f}")
+    print(f"  DiT  {dit_steps:5d} steps  {dit_result.seconds:6.1f} s  final loss {dit_result.final_loss:.4f}")
+    for path in written:
+        print(f"  wrote {path}")
+    print(f"  model saved to {model_dir} (load with MiniSora.from_pretrained)")
+    print(f"  total time {time.time() - started:.1f} s")
+
+
+def _load_config(args):
+    from .config import get_preset
+
+    cfg = get_preset(args.preset)
+    if args.seed is not None:
+        cfg.train.seed = args.seed
+    return cfg
+
+
+def cmd_train_vae(args) -> None:
+    from . import text
+    from .pipeline import MiniSora
+    from .train import distributed_context, train_vae
+
+    import torch
+
+    cfg = _load_config(args)
+    torch.manual_seed(cfg.train.seed)  # same initial weights in every process
+    dataset = _dataset(cfg, args, seed=cfg.train.seed)
+    tokenizer = text.Tokenizer.from_captions(dataset.captions) if cfg.data.dataset != "shapes" else None
+    model = MiniSora.from_preset(args.preset, tokenizer=tokenizer)
+    model.config = cfg
+    result = train_vae(model, dataset, steps=args.steps, batch_size=args.batch_size, lr=args.lr, out_dir=args.out,
+                       resume=args.resume, progress=not args.no_progress)
+    if distributed_context()[0] == 0:
+        path = model.save_pretrained(Path(args.out) / "model")
+        print(f"VAE: {result.steps} steps, final loss {result.final_loss:.4f}; saved to {path}")
+
+
+def cmd_train(args) -> None:
+    from .pipeline import MiniSora
+    from .train import distributed_context, train_dit
+
+    model_dir = Path(args.model or Path(args.out) / "model")
+    if not model_dir.exists():
+        raise FileNotFoundError(f"no trained VAE at '{model_dir}': run `python -m minisora train-vae --out "
+                                f"{args.out}` first, or pass --model")
+    model = MiniSora.from_pretrained(model_dir)
+    if args.seed is not None:
+        model.config.train.seed = args.seed
+    dataset = _dataset(model.config, args, seed=model.config.train.seed)
+    result = train_dit(model, dataset, steps=args.steps, batch_size=args.batch_size, lr=args.lr, out_dir=args.out,
+                       resume=args.resume, progress=not args.no_progress)
+    if distributed_context()[0] == 0:
+        path = model.save_pretrained(Path(args.out) / "model")
+        print(f"DiT: {result.steps} steps, final loss {result.final_loss:.4f}; saved to {path}")
+
+
+def cmd_sample(args) -> None:
+    from .pipeline import MiniSora
+    from .viz import save_video
+
+    model = MiniSora.from_pretrained(args.model)
+    video = model.generate(args.prompt, num_frames=args.frames, height=args.height, width=args.width,
+                           steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler)
+    print(f"wrote {save_video(video, args.out, fps=model.config.data.fps)}")
+
+
+def cmd_eval(args) -> None:
+    import json
+
+    from .evaluate import evaluate_model, format_table
+    from .pipeline import MiniSora
+
+    model = MiniSora.from_pretrained(args.model)
+    if args.prompts:
+        lines = Path(args.prompts).read_text().splitlines()
+        prompts = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        if not prompts:
+            raise ValueError(f"'{args.prompts}' holds no prompts: write one prompt per line")
+    else:
+        prompts = DEMO_PROMPTS
+    results = evaluate_model(model, prompts, samples=args.samples, seed=args.seed)
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json}")
+
+
+def cmd_build_ext(args) -> None:
+    from .attention.build import build_extension
+
+    print(build_extension(verbose=args.verbose))
+
+
+COMMANDS = {"demo": cmd_demo, "train-vae": cmd_train_vae, "train": cmd_train, "sample": cmd_sample,
+            "eval": cmd_eval, "build-ext": cmd_build_ext}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except KeyboardInterrupt as stop:
+        print(f"\ninterrupted: {stop}" if str(stop) else "\ninterrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+        # Errors we raise on purpose carry a message that says what to change: show it, not a traceback.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""The registered operator: loading it, and what PyTorch needs around the C++/CUDA kernels.
+
+    torch.ops.minisora.attn_fwd(q, k, v, scale) -> (out, lse)
+    torch.ops.minisora.attn_bwd(dout, q, k, v, out, lse, scale) -> (dq, dk, dv)
+
+q `(B, H, N_q, d)`, k/v `(B, H, N_k, d)`, out/dout/dq `(B, H, N_q, d)`, lse `(B, H, N_q)` in
+float32 (float64 for float64 inputs). The schemas and the CPU kernels come from csrc/binding.cpp.
+Here we add, once the library is loaded:
+  * a fake (meta) implementation, so torch.compile can trace shapes without running a kernel;
+  * an autograd rule: attn_fwd's backward is attn_bwd (lse is an auxiliary output: not
+    differentiable);
+  * the CUDA kernel, registered from Python.
+
+Why the CUDA kernel is registered from Python rather than in binding.cpp: the kernels are
+torch-free .cu files (a .cu including torch headers takes minutes per architecture to compile),
+so something must turn tensors into raw pointers and find the current CUDA stream. In C++ that
+needs PyTorch's CUDA headers and libraries (absent from CPU builds of PyTorch) and a second
+build variant of the binding linked against the nvcc output. From Python it is
+`tensor.data_ptr()` and `torch.cuda.current_stream().cuda_stream` passed through ctypes: the
+binding stays one CPU-only file that builds everywhere, a broken CUDA build cannot take the CPU
+op down with it, and the benchmark can pick a kernel stage per call. The cost is a few
+microseconds of Python per call, small next to a kernel launch on the shapes where the GPU matters.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import warnings
+
+import torch
+
+from . import build
+
+CPU_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# Codes of `enum minisora_dtype` in csrc/cuda/launchers.h.
+CUDA_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+CUDA_HEAD_DIMS = (32, 64, 128)
+
+# Filled by the first load(): whether each part is usable and, if not, why.
+_state: dict = {"tried": False, "ok": False, "reason": None, "cuda_lib": None, "cuda_reason": None}
+
+
+@torch.compiler.assume_constant_result
+def load() -> bool:
+    """Build (first time only) and load the extension; return whether the op is usable.
+
+    A failure warns once, naming the cause (see unavailable_reason()). torch.compile runs this
+    at trace time and treats the answer as a constant, so compiling never traces the build.
+    """
+    if _state["tried"]:
+        return _state["ok"]
+    _state["tried"] = True
+    try:
+        build.build_cpu_ops()  # builds if needed, then loads the library: the op now exists
+    except (build.BuildError, OSError) as err:
+        _state["reason"] = f"building the C++ extension failed: {err}"
+        warnings.warn(f"minisora attention: {_state['reason']}; falling back to SDPA", RuntimeWarning, stacklevel=3)
+        return False
+    _register_fake_and_autograd()
+    _state["ok"] = True
+    if torch.cuda.is_available():
+        try:
+            _state["cuda_lib"] = _load_cuda_library(build.build_cuda_kernels())
+            torch.library.register_kernel("minisora::attn_fwd", "cuda", _cuda_fwd_kernel)
+            torch.library.register_kernel("minisora::attn_bwd", "cuda", cuda_attn_bwd)
+        except (build.BuildError, OSError) as err:
+            _state["cuda_reason"] = f"building the CUDA kernels failed: {err}"
+            warnings.warn(f"minisora attention: {_state['cuda_reason']}; CUDA inputs fall back to SDPA",
+                          RuntimeWarning, stacklevel=3)
+    else:
+        _state["cuda_reason"] = "PyTorch sees no CUDA GPU"
+    return True
+
+
+def unavailable_reason() -> str | None:
+    """Why load() failed, or None."""
+    return _state["reason"]
+
+
+def device_supported(device_type: str) -> bool:
+    """Whether the loaded op has a kernel for this device type ("cpu" or "cuda")."""
+    if device_type == "cpu":
+        return _state["ok"]
+    return device_type == "cuda" and _state["cuda_lib"] is not None
+
+
+def unsupported_reason(q: torch.Tensor) -> str | None:
+    """Why the op cannot take inputs like q `(B, H, N, d)` on q's device, or None if it can."""
+    if q.device.type == "cpu":
+        if q.dtype not in CPU_DTYPES:
+            return f"the CPU kernel supports {[str(t) for t in CPU_DTYPES]}, not {q.dtype}"
+        return None
+    if q.device.type != "cuda":
+        return f"the minisora op has no kernel for device type {q.device.type!r}"
+    if _state["cuda_lib"] is None:
+        return f"the CUDA kernels are unavailable: {_state['cuda_reason']}"
+    if q.dtype not in CUDA_DTYPES:
+        return f"the CUDA kernels support float32, float16 and bfloat16, not {q.dtype}; cast q, k, v"
+    if q.shape[-1] not in CUDA_HEAD_DIMS:
+        return f"the CUDA kernels support head dims {CUDA_HEAD_DIMS}, not d={q.shape[-1]}"
+    return None
+
+
+def check_supported(q: torch.Tensor) -> None:
+    """Raise TypeError (unsupported dtype) or ValueError (anything else) if the op cannot take q."""
+    reason = unsupported_reason(q)
+    if reason is not None:
+        dtype_ok = q.dtype in (CPU_DTYPES if q.device.type == "cpu" else CUDA_DTYPES)
+        raise (ValueError if dtype_ok else TypeError)(f'backend="minisora": {reason}')
+
+
+def attn(q, k, v, scale: float) -> torch.Tensor:
+    """out `(B, H, N_q, d)` of the registered op (differentiable). Inputs already validated."""
+    return torch.ops.minisora.attn_fwd(q, k, v, scale)[0]
+
+
+# --- fake implementations and autograd -------------------------------------------------------
+
+
+def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _attn_fwd_fake(q, k, v, scale):
+    # Shapes and dtypes only; new_empty is contiguous, like the kernels' outputs.
+    return q.new_empty(q.shape), q.new_empty(q.shape[:-1], dtype=_lse_dtype(q.dtype))
+
+
+def _attn_bwd_fake(dout, q, k, v, out, lse, scale):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.scale = scale
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, dout, _dlse):
+    q, k, v, out, lse = ctx.saved_tensors
+    dq, dk, dv = torch.ops.minisora.attn_bwd(dout.contiguous(), q, k, v, out, lse, ctx.scale)
+    return dq, dk, dv, None
+
+
+def _register_fake_and_autograd() -> None:
+    torch.library.register_fake("minisora::attn_fwd", _attn_fwd_fake)
+    torch.library.register_fake("minisora::attn_bwd", _attn_bwd_fake)
+    torch.library.register_autograd("minisora::attn_fwd", _backward, setup_context=_setup_context)
+
+
+# --- CUDA: the launchers of csrc/cuda/launchers.h through ctypes ----------------------------
+
+
+def _load_cuda_library(path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    p, i, f, size = ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_size_t
+    lib.minisora_attn_fwd.argtypes = [i, i, p, p, p, p, p, p, i, i, i, i, i, f, p]
+    lib.minisora_attn_fwd.restype = i
+    lib.minisora_attn_fwd_workspace_bytes.argtypes = [i, i, i, i, i, i, i]
+    lib.minisora_attn_fwd_workspace_bytes.restype = size
+    lib.minisora_attn_bwd.argtypes = [i, p, p, p, p, p, p, p, p, p, p, i, i, i, i, i, f, p]
+    lib.minisora_attn_bwd.restype = i
+    lib.minisora_attn_bwd_workspace_bytes.argtypes = [i, i, i, i, i, i]
+    lib.minisora_attn_bwd_workspace_bytes.restype = size
+    lib.minisora_attn_error_string.argtypes = [i]
+    lib.minisora_attn_error_string.restype = ctypes.c_char_p
+    return lib
+
+
+def _check_cuda_inputs(name: str, *tensors: torch.Tensor) -> None:
+    # The same promises TORCH_CHECK would make in C++: the kernels trust them blindly.
+    q = tensors[0]
+    reason = unsupported_reason(q)
+    if reason is not None:
+        raise ValueError(f"minisora::{name}: {reason}")
+    if tensors[-1].dtype != torch.float32 and name == "attn_bwd":
+        raise TypeError(f"minisora::attn_bwd: lse must be float32 on CUDA, got {tensors[-1].dtype}")
+    for t in tensors:
+        if t.device != q.device:
+            raise ValueError(f"minisora::{name}: all tensors must be on {q.device}, got one on {t.device}")
+
+
+def _call(lib, fn, *args) -> None:
+    code = fn(*args)
+    if code != 0:
+        raise RuntimeError(f"minisora CUDA kernel failed ({code}): {lib.minisora_attn_error_string(code).decode()}")
+
+
+def cuda_attn_fwd(q, k, v, scale: float, stage: int = -1):
+    """CUDA forward -> (out, lse float32). `stage` picks a teaching kernel (launchers.h: 0..3, -1 best)."""
+    _check_cuda_inputs("attn_fwd", q, k, v)
+    lib = _state["cuda_lib"]
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    (b, h, n_q, d), n_k, code = q.shape, k.shape[2], CUDA_DTYPES[q.dtype]
+    out = torch.empty_like(q)
+    lse = q.new_empty((b, h, n_q), dtype=torch.float32)
+    with torch.cuda.device(q.device):
+        nbytes = lib.minisora_attn_fwd_workspace_bytes(code, stage, b, h, n_q, n_k, d)
+        workspace = torch.empty(nbytes, dtype=torch.uint8, device=q.device) if nbytes else None
+        _call(lib, lib.minisora_attn_fwd, code, stage, q.data_ptr(), k.data_ptr(), v.data_ptr(),
+              out.data_ptr(), lse.data_ptr(), None if workspace is None else workspace.data_ptr(),
+              b, h, n_q, n_k, d, scale, torch.cuda.current_stream().cuda_stream)
+    return out, lse
+
+
+def _cuda_fwd_kernel(q, k, v, scale):
+    return cuda_attn_fwd(q, k, v, scale)
+
+
+def cuda_attn_bwd(dout, q, k, v, out, lse, scale: float):
+    """CUDA backward -> (dq, dk, dv), FlashAttention-2 with a float32 dQ workspace."""
+    _check_cuda_inputs("attn_bwd", q, k, v, dout, out, lse)
+    lib = _state["cuda_lib"]
+    dout, q, k, v, out, lse = (t.contiguous() for t in (dout, q, k, v, out, lse))
+    (b, h, n_q, d), n_k, code = q.shape, k.shape[2], CUDA_DTYPES[q.dtype]
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    with torch.cuda.device(q.device):
+        nbytes = lib.minisora_attn_bwd_workspace_bytes(code, b, h, n_q, n_k, d)
+        workspace = torch.empty(max(nbytes, 4), dtype=torch.uint8, device=q.device)
+        _call(lib, lib.minisora_attn_bwd, code, dout.data_ptr(), q.data_ptr(), k.data_ptr(),
+              v.data_ptr(), out.data_ptr(), lse.data_ptr(), dq.data_ptr(), dk.data_ptr(),
+              dv.data_ptr(), workspace.data_ptr(), b, h, n_q, n_k, d, scale,
+              torch.cuda.current_stream().cuda_stream)
+    return dq, dk, dv

@@ -1,0 +1,386 @@
+"""Training: first the video VAE on pixels, then the DiT (with the text encoder) on the VAE's latents.
+
+Both stages share one loop, `fit`, which a student can read top to bottom:
+
+    for step in range(start, steps):
+        batch = make_batch(step)                  # the same step always gets the same data
+        loss = objective(batch, generator(step))  # ... and the same noise
+        AdamW step, gradient clipping, EMA update, an atomic checkpoint every few steps
+
+Because data and noise are functions of the step number alone, `resume=True` continues a run exactly
+where its last checkpoint left it: same data order, same noise, same result as a run never stopped.
+Ctrl-C is held until the current step ends, then a checkpoint is written and KeyboardInterrupt raised.
+
+Several GPUs (or CPU processes): launch with `torchrun --nproc_per_node=N -m minisora train ...`. Each
+process takes its share of every global batch and PyTorch's DistributedDataParallel averages the
+gradients (nccl on GPU, gloo on CPU); rank 0 alone writes checkpoints and shows progress.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import default_collate
+from tqdm.auto import tqdm
+
+from . import flow
+from .config import FlowConfig, TrainConfig
+
+
+# ---------------------------------------------------------------------------- objectives
+class VAEObjective(nn.Module):
+    """Wraps the VAE so that forward(batch, generator) returns its loss dict (what DDP needs)."""
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, batch: dict, generator: torch.Generator) -> dict:
+        return self.vae.loss(batch["video"], generator=generator)
+
+
+class FlowObjective(nn.Module):
+    """Rectified-flow loss of the DiT on clean latents, with text dropout and conditioning frames.
+
+    batch: {"z0": (B, C, T', H', W'), "ids": (B, L), "mask": (B, L) bool}
+    """
+
+    def __init__(self, text_encoder: nn.Module, dit: nn.Module, flow_cfg: FlowConfig,
+                 patch_size: tuple[int, int, int]):
+        super().__init__()
+        self.text_encoder, self.dit, self.flow_cfg, self.patch_size = text_encoder, dit, flow_cfg, patch_size
+
+    def forward(self, batch: dict, generator: torch.Generator) -> dict:
+        z0, ids, mask = batch["z0"], batch["ids"], batch["mask"]
+        cfg, device = self.flow_cfg, z0.device
+        batch_size, num_latent_frames = z0.shape[0], z0.shape[2]
+        # Dropping the prompt for ~10% of samples teaches the unconditional velocity for guidance.
+        drop = (torch.rand(batch_size, generator=generator) < cfg.text_dropout).to(device)
+        mask = mask & ~drop[:, None]
+        context = self.text_encoder(ids, mask)
+        num_tokens = math.prod(s // p for s, p in zip(z0.shape[2:], self.patch_size))
+        shift = flow.resolution_shift(cfg.shift, num_tokens, cfg.base_tokens)
+        t = flow.sample_t(batch_size, generator, cfg.logit_mean, cfg.logit_std, shift).to(device)
+        t = t[:, None].expand(batch_size, num_latent_frames)  # one noise level per video, per frame
+        eps = torch.randn(z0.shape, generator=generator).to(device)
+        cond_mask = flow.conditioning_mask(batch_size, num_latent_frames, cfg.cond_probs, generator).to(device)
+        loss = flow.flow_loss(lambda zt, tt: self.dit(zt, tt, context, mask), z0, t, eps, cond_mask)
+        return {"loss": loss}
+
+
+# ---------------------------------------------------------------------------- data order
+def batch_indices(step: int, batch_size: int, length: int, seed: int) -> list[int]:
+    """Dataset indices of global batch `step`: consecutive slices of one seeded permutation per epoch."""
+    out, position = [], step * batch_size
+    while len(out) < batch_size:
+        epoch, offset = divmod(position, length)
+        order = torch.randperm(length, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        take = min(batch_size - len(out), length - offset)
+        out += order[offset:offset + take].tolist()
+        position += take
+    return out
+
+
+def step_generator(seed: int, stage: str, step: int, rank: int = 0) -> torch.Generator:
+    """A CPU generator for the noise of one step, so resumed runs draw the same noise."""
+    stage_id = {"vae": 1, "dit": 2}.get(stage, 3)
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 8 + stage_id) * 1024 + rank)
+
+
+# ---------------------------------------------------------------------------- distributed
+def distributed_context() -> tuple[int, int, torch.device]:
+    """(rank, world_size, device). Starts the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank()
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return rank, world_size, torch.device("cuda", local_rank)
+    return rank, world_size, torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Flatten an optimizer state_dict into safetensors-ready tensors + JSON-ready metadata."""
+    state = optimizer.state_dict()
+    tensors = {f"{index}.{name}": value.detach().cpu().contiguous()
+               for index, slots in state["state"].items() for name, value in slots.items()}
+    return tensors, {"param_groups": state["param_groups"]}
+
+
+def _optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    slots: dict[int, dict] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        slots.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
+
+
+class Checkpointer:
+    """Checkpoints as folders `step-0000200/` of safetensors + state.json, each written under a temporary
+    name and renamed when complete (a rename is atomic), then recorded in the file `latest`."""
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 2):
+        self.directory, self.keep = Path(directory), keep
+
+    def save(self, step: int, tensors: dict[str, dict[str, torch.Tensor]], state: dict) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final = self.directory / f"step-{step:07d}"
+        tmp = self.directory / f".tmp-step-{step:07d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name, group in tensors.items():
+            save_file(group, str(tmp / f"{name}.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({"step": step, **state}))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        latest_tmp = self.directory / ".latest.tmp"
+        latest_tmp.write_text(final.name)
+        os.replace(latest_tmp, self.directory / "latest")
+        for old in sorted(self.directory.glob("step-*"))[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_latest(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict] | None:
+        """(tensor groups, state) of the newest complete checkpoint, or None if there is none."""
+        pointer = self.directory / "latest"
+        if not pointer.exists():
+            return None
+        folder = self.directory / pointer.read_text().strip()
+        try:
+            state = json.loads((folder / "state.json").read_text())
+            tensors = {p.stem: load_file(str(p)) for p in folder.glob("*.safetensors")}
+        except Exception as err:  # a damaged checkpoint must say where it is, not crash deep inside
+            raise ValueError(f"checkpoint '{folder}' cannot be read ({err}); delete it to start over") from err
+        return tensors, state
+
+
+class _HoldInterrupt:
+    """Hold Ctrl-C until the current training step ends, so weights and optimizer state always agree."""
+
+    def __enter__(self):
+        self.pressed = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._remember)
+        return self
+
+    def _remember(self, signum, frame):
+        self.pressed = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+# ---------------------------------------------------------------------------- the loop
+@dataclass
+class TrainResult:
+    stage: str
+    steps: int
+    history: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) every log_every steps
+    seconds: float = 0.0
+    checkpoint: str | None = None
+
+    @property
+    def final_loss(self) -> float:
+        """Mean of the last few logged losses (one logged loss is noisy)."""
+        tail = [loss for _, loss in self.history[-5:]]
+        return sum(tail) / max(len(tail), 1)
+
+
+def learning_rate(step: int, steps: int, base_lr: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of base_lr."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(steps - warmup, 1)
+    return base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def fit(objective: nn.Module, make_batch: Callable[[int, int, int], dict], *, stage: str, steps: int,
+        lr: float, train_cfg: TrainConfig, device: torch.device, checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False, use_ema: bool = False, progress: bool = True) -> tuple[TrainResult, nn.Module | None]:
+    """Train `objective` for `steps` steps. make_batch(step, rank, world_size) -> batch dict on `device`.
+
+    Returns the result and the EMA copy of the objective (or None). Raises FloatingPointError when the
+    loss stops being finite, and KeyboardInterrupt (after checkpointing) on Ctrl-C.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    rank, world_size, _ = distributed_context()
+    objective.to(device).train()
+    model = nn.parallel.DistributedDataParallel(objective) if world_size > 1 else objective
+    params = [p for p in objective.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=train_cfg.weight_decay, betas=(0.9, 0.99))
+    ema = AveragedModel(objective, multi_avg_fn=get_ema_multi_avg_fn(train_cfg.ema_decay)) if use_ema else None
+    amp_dtype = None
+    if train_cfg.amp and device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    checkpointer = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
+    result, start = TrainResult(stage=stage, steps=steps), 0
+
+    if resume and checkpointer is not None and (loaded := checkpointer.load_latest()) is not None:
+        tensors, state = loaded
+        if state.get("stage") != stage or state["step"] > steps:
+            raise ValueError(f"checkpoint in '{checkpoint_dir}' is from stage {state.get('stage')} at step "
+                             f"{state['step']}; cannot resume stage {stage} for {steps} steps")
+        objective.load_state_dict(tensors["model"])
+        _optimizer_from_tensors(optimizer, tensors.get("optimizer", {}), state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(tensors["ema"])
+        start, result.history = state["step"], [tuple(h) for h in state["history"]]
+
+    def save(step: int) -> None:
+        if checkpointer is None or rank != 0:
+            return
+        opt_tensors, opt_meta = _optimizer_to_tensors(optimizer)
+        groups = {"model": objective.state_dict(), "optimizer": opt_tensors}
+        if ema is not None:
+            groups["ema"] = ema.state_dict()
+        groups = {name: {k: v.detach().cpu().contiguous() for k, v in g.items()} for name, g in groups.items()}
+        path = checkpointer.save(step, groups, {"stage": stage, "optimizer": opt_meta, "history": result.history})
+        result.checkpoint = str(path)
+
+    started = time.time()
+    bar = tqdm(total=steps, initial=start, desc=f"train {stage}", disable=not progress or rank != 0)
+    for step in range(start, steps):
+        with _HoldInterrupt() as held:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, steps, lr, train_cfg.warmup_steps)
+            batch = make_batch(step, rank, world_size)
+            generator = step_generator(train_cfg.seed, stage, step, rank)
+            autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+            with autocast:
+                loss = model(batch, generator)["loss"]
+            if not torch.isfinite(loss):
+                bar.close()
+                where = f"; the last good checkpoint is in '{checkpoint_dir}'" if checkpointer else ""
+                raise FloatingPointError(f"{stage} loss became {loss.item()} at step {step}: lower the learning "
+                                         f"rate (now {lr}) or keep gradient clipping on{where}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, train_cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if ema is not None:
+                ema.update_parameters(objective)
+        if step % train_cfg.log_every == 0 or step == steps - 1:
+            result.history.append((step, loss.item()))
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.update(1)
+        if held.pressed or (step + 1) % train_cfg.checkpoint_every == 0 or step == steps - 1:
+            save(step + 1)
+        if held.pressed:
+            bar.close()
+            raise KeyboardInterrupt(f"{stage} training stopped at step {step + 1}; checkpoint saved in "
+                                    f"'{checkpoint_dir}', continue with resume=True (--resume)")
+    bar.close()
+    result.seconds = time.time() - started
+    return result, ema
+
+
+# ---------------------------------------------------------------------------- the two stages
+def _collate(dataset, indices: list[int], device: torch.device) -> dict:
+    batch = default_collate([dataset[i] for i in indices])
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items() if k != "truth"}
+
+
+def _check_batch(batch_size: int, world_size: int) -> None:
+    if batch_size % world_size:
+        raise ValueError(f"batch size {batch_size} must be divisible by the number of processes ({world_size})")
+
+
+def train_vae(model, dataset, *, steps: int | None = None, batch_size: int | None = None, lr: float | None = None,
+              out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train `model.vae` on `dataset` videos, then calibrate its latent scale. Returns the TrainResult.
+
+    Checkpoints go to out_dir/checkpoints/vae when out_dir is given.
+    """
+    cfg = model.config.train
+    steps, batch_size, lr = steps or cfg.vae_steps, batch_size or cfg.batch_size, lr or cfg.vae_lr
+    rank, world_size, device = distributed_context()
+    _check_batch(batch_size, world_size)
+    model.to(device)
+
+    def make_batch(step: int, rank: int, world_size: int, clip: int | None = cfg.vae_frames) -> dict:
+        indices = batch_indices(step, batch_size, len(dataset), cfg.seed)[rank::world_size]
+        batch = _collate(dataset, indices, device)
+        # A causal VAE treats every clip length alike, so short clips teach it as well and cost less.
+        batch["video"] = batch["video"][:, :, :clip]
+        return batch
+
+    checkpoint_dir = Path(out_dir) / "checkpoints" / "vae" if out_dir is not None else None
+    result, _ = fit(VAEObjective(model.vae), make_batch, stage="vae", steps=steps, lr=lr, train_cfg=cfg,
+                    device=device, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+    model.vae.eval()
+    with torch.no_grad():  # latents scaled to unit variance make the DiT's noise level meaningful
+        videos = torch.cat([make_batch(s, 0, 1, clip=None)["video"] for s in range(max(1, 64 // batch_size))])
+        model.vae.calibrate(videos)
+    return result
+
+
+def train_dit(model, dataset, *, steps: int | None = None, batch_size: int | None = None, lr: float | None = None,
+              out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train `model.dit` and `model.text_encoder` on latents of the (frozen) VAE; keep the EMA weights.
+
+    Checkpoints go to out_dir/checkpoints/dit when out_dir is given.
+    """
+    cfg = model.config.train
+    steps, batch_size, lr = steps or cfg.dit_steps, batch_size or cfg.batch_size, lr or cfg.dit_lr
+    rank, world_size, device = distributed_context()
+    _check_batch(batch_size, world_size)
+    model.to(device)
+    model.vae.eval().requires_grad_(False)
+
+    def encode(indices: list[int]) -> dict:
+        batch = _collate(dataset, indices, device)
+        with torch.no_grad():
+            z0 = model.vae.encode_latent(batch["video"])
+        ids, mask = model.tokenizer.encode(batch["caption"], model.config.text.max_len)
+        return {"z0": z0, "ids": ids.to(device), "mask": mask.to(device)}
+
+    if cfg.latent_cache:
+        # On a CPU the VAE encoder costs more than a DiT step, so encode a fixed pool of videos once.
+        pool_indices = batch_indices(0, min(cfg.latent_cache, len(dataset)), len(dataset), cfg.seed + 1)
+        chunks = [encode(pool_indices[i:i + batch_size]) for i in
+                  tqdm(range(0, len(pool_indices), batch_size), desc="encode latents",
+                       disable=not progress or rank != 0, leave=False)]
+        pool = {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
+
+        def make_batch(step: int, rank: int, world_size: int) -> dict:
+            indices = batch_indices(step, batch_size, len(pool_indices), cfg.seed + 2)[rank::world_size]
+            return {key: value[indices] for key, value in pool.items()}
+    else:
+        def make_batch(step: int, rank: int, world_size: int) -> dict:
+            return encode(batch_indices(step, batch_size, len(dataset), cfg.seed + 1)[rank::world_size])
+
+    checkpoint_dir = Path(out_dir) / "checkpoints" / "dit" if out_dir is not None else None
+    objective = FlowObjective(model.text_encoder, model.dit, model.config.flow, model.config.dit.patch_size)
+    result, ema = fit(objective, make_batch, stage="dit", steps=steps, lr=lr, train_cfg=cfg, device=device,
+                      checkpoint_dir=checkpoint_dir, resume=resume, use_ema=True, progress=progress)
+    objective.load_state_dict(ema.module.state_dict())  # sample with the smoother EMA weights
+    model.vae.requires_grad_(True)
+    model.eval()
+    return result
