@@ -6,6 +6,15 @@
     sample      generate a video from a prompt with a saved model
     eval        score a saved model with the world-physics evaluator
     build-ext   build the attention extension now instead of on first use
+
+Prompting modes, each with a saved model (--model) and GIF/MP4/PNG files in and out:
+    image       text-to-image (a one-frame video)
+    animate     image-to-video: the video starts with your image
+    extend      add frames after (forward) or before (backward) a video
+    loop        a video whose end flows back into its start (from a video or a prompt)
+    edit        SDEdit: redo a video with a new prompt, keeping as much as --strength says
+    connect     a transition from the end of one video into the start of another
+    long        a long video (up to 60 s), window by window
 """
 
 from __future__ import annotations
@@ -79,7 +88,122 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build-ext", help="build the custom attention extension now")
     p.add_argument("--verbose", action="store_true", help="show compiler output")
+    _add_prompting_commands(sub)
     return parser
+
+
+# ---------------------------------------------------------------------------- prompting modes
+def _add_prompting_commands(sub) -> None:
+    def mode(name: str, help: str, prompt: str = "required", frames: str | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--model", required=True, help="a folder written by save_pretrained (e.g. outputs/demo/model)")
+        if prompt == "required":
+            p.add_argument("--prompt", required=True, help="what the video shows, e.g. 'a red circle moves to the right'")
+        elif prompt == "optional":
+            p.add_argument("--prompt", default=None, help="text for the new frames (default: none, the model's "
+                                                          "unconditional guess)")
+        p.add_argument("--out", default=f"{name}.{'png' if name == 'image' else 'gif'}",
+                       help="output file: .gif, .mp4 (needs imageio-ffmpeg)" + (", or .png" if name == "image" else ""))
+        if frames:
+            p.add_argument("--frames", type=int, default=None, help=frames)
+        p.add_argument("--height", type=int, default=None, help="height in pixels (default: the model's training "
+                                                                "size; input files are resized to it)")
+        p.add_argument("--width", type=int, default=None, help="width in pixels (any aspect ratio the grid allows)")
+        p.add_argument("--steps", type=int, default=None, help="sampling steps (more = slower, smoother)")
+        p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (>= 0)")
+        p.add_argument("--sampler", default=None, choices=["euler", "heun"], help="ODE sampler")
+        p.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same video")
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        return p
+
+    mode("image", "text-to-image: one frame")
+    p = mode("animate", "image-to-video: a video that starts with your image",
+             frames="length of the video, the image included (default: the training length)")
+    p.add_argument("--image", required=True, help="the first frame: a .png/.jpg (or the first frame of a .gif)")
+    p = mode("extend", "add frames after (forward) or before (backward) a video",
+             frames="how many frames to add (default: the training length - 1)")
+    p.add_argument("--video", required=True, help="the video to extend (.gif/.mp4)")
+    p.add_argument("--direction", default="forward", choices=["forward", "backward"], help="where the new frames go")
+    p.add_argument("--context-frames", type=int, default=None, help="frames of the video each window sees: "
+                                                                    "1 + 4k forward, 4k backward (default: about "
+                                                                    "half a training window)")
+    p = mode("loop", "a video whose last frame flows into its first", prompt="optional",
+             frames="frames of the closing transition, a multiple of 4")
+    p.add_argument("--video", default=None, help="the video to close into a loop (.gif/.mp4); without it, "
+                                                 "a video is generated from --prompt first")
+    p = mode("edit", "SDEdit: redo a video with a new prompt")
+    p.add_argument("--video", required=True, help="the video to edit (.gif/.mp4), 1 + 4k frames")
+    p.add_argument("--strength", type=float, default=0.6, help="0 keeps the video, 1 ignores it (default 0.6)")
+    p = mode("connect", "a transition from the end of one video into the start of another", prompt="optional",
+             frames="frames of the transition, a multiple of 4")
+    p.add_argument("--video-a", required=True, help="the video to start from (.gif/.mp4)")
+    p.add_argument("--video-b", required=True, help="the video to end in (.gif/.mp4), at least 4 frames")
+    p = mode("long", "a long video, window by window")
+    p.add_argument("--seconds", type=float, default=10.0, help="length in seconds, up to 60 (default 10)")
+    p.add_argument("--fps", type=int, default=None, help="frames per second (default: the model's, 8 in tiny)")
+
+
+def _read_frames(path: str):
+    """A .png/.jpg/.gif/.mp4 file -> (T, H, W, 3) uint8 frames (an image is one frame)."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no file at '{path}'")
+    try:
+        frames = np.stack([np.asarray(frame) for frame in iio.imiter(path)])
+    except Exception as err:  # imageio raises many types for unreadable files; say which file it was
+        raise ValueError(f"cannot read '{path}' ({type(err).__name__}: {err}); use .png/.jpg/.gif, or .mp4 with "
+                         f"imageio-ffmpeg installed") from err
+    if frames.ndim == 3:  # grayscale
+        frames = np.repeat(frames[..., None], 3, axis=-1)
+    return np.ascontiguousarray(frames[..., :3]).astype(np.uint8)
+
+
+def _write(frames, out: str, fps: int) -> str:
+    from .viz import save_video
+
+    if Path(out).suffix.lower() in (".png", ".jpg", ".jpeg"):
+        import imageio.v3 as iio
+
+        if frames.ndim == 4:
+            raise ValueError(f"'{out}' is an image file but the result is a video: use .gif or .mp4")
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(out, frames)
+        return out
+    return str(save_video(frames if frames.ndim == 4 else frames[None], out, fps=fps))
+
+
+def cmd_prompting(args) -> None:
+    from .pipeline import MiniSora, loop_seam
+
+    model = MiniSora.from_pretrained(args.model)
+    data = model.config.data
+    size = {"height": args.height or data.height, "width": args.width or data.width}
+    options = {"steps": args.steps, "guidance": args.guidance, "seed": args.seed, "sampler": args.sampler,
+               "progress": not args.no_progress}
+    if args.command == "image":
+        result = model.generate_image(args.prompt, **size, **options)
+    elif args.command == "animate":
+        result = model.animate(_read_frames(args.image)[0], args.prompt, num_frames=args.frames, **size, **options)
+    elif args.command == "extend":
+        result = model.extend(_read_frames(args.video), args.prompt, direction=args.direction, num_frames=args.frames,
+                              context_frames=args.context_frames, **size, **options)
+    elif args.command == "loop":
+        if args.video is None and args.prompt is None:
+            raise ValueError("loop needs --video (a video to close) or --prompt (to generate one first)")
+        source = args.prompt if args.video is None else _read_frames(args.video)
+        result = model.loop(source, prompt=args.prompt, num_frames=args.frames, **size, **options)
+        seam = loop_seam(result)
+        print(f"loop seam: {seam['seam']:.1f} vs {seam['step']:.1f} per frame on average (ratio {seam['ratio']:.2f})")
+    elif args.command == "edit":
+        result = model.edit(_read_frames(args.video), args.prompt, strength=args.strength, **size, **options)
+    elif args.command == "connect":
+        result = model.connect(_read_frames(args.video_a), _read_frames(args.video_b), num_frames=args.frames,
+                               prompt=args.prompt, **size, **options)
+    else:
+        result = model.generate_long(args.prompt, seconds=args.seconds, fps=args.fps, **size, **options)
+    print(f"wrote {_write(result, args.out, fps=getattr(args, 'fps', None) or data.fps)}")
 
 
 def _dataset(config, args, seed: int, length: int = 20_000):
@@ -221,7 +345,8 @@ def cmd_build_ext(args) -> None:
 
 
 COMMANDS = {"demo": cmd_demo, "train-vae": cmd_train_vae, "train": cmd_train, "sample": cmd_sample,
-            "eval": cmd_eval, "build-ext": cmd_build_ext}
+            "eval": cmd_eval, "build-ext": cmd_build_ext,
+            **dict.fromkeys(["image", "animate", "extend", "loop", "edit", "connect", "long"], cmd_prompting)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,10 @@ Both stages share one loop, `fit`, which a student can read top to bottom:
         loss = objective(batch, generator(step))  # ... and the same noise
         AdamW step, gradient clipping, EMA update, an atomic checkpoint every few steps
 
+Native sizes: a dataset whose items come in several (frames, height, width), e.g. a ConcatDataset of
+ShapesWorld parts at 32x32, 32x64 and 1-frame images, trains as it is. Every batch then comes from one
+size bucket (`BatchPlan`), so one model learns every aspect ratio and length, images included, as Sora does.
+
 Because data and noise are functions of the step number alone, `resume=True` continues a run exactly
 where its last checkpoint left it: same data order, same noise, same result as a run never stopped.
 Ctrl-C is held until the current step ends, then a checkpoint is written and KeyboardInterrupt raised.
@@ -35,11 +39,12 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import default_collate
+from torch.utils.data import ConcatDataset, Subset, default_collate
 from tqdm.auto import tqdm
 
 from . import flow
 from .config import FlowConfig, TrainConfig
+from .data import BucketBatchSampler
 
 
 # ---------------------------------------------------------------------------- objectives
@@ -94,6 +99,48 @@ def batch_indices(step: int, batch_size: int, length: int, seed: int) -> list[in
         out += order[offset:offset + take].tolist()
         position += take
     return out
+
+
+def item_sizes(dataset) -> list[tuple[int, int, int]]:
+    """(frames, height, width) of every item, read from `.size` (every minisora dataset has one) through
+    ConcatDataset and Subset, so nothing is rendered; a dataset without `.size` is taken to be all the
+    size of its first item."""
+    if isinstance(dataset, ConcatDataset):
+        return [size for part in dataset.datasets for size in item_sizes(part)]
+    if isinstance(dataset, Subset):
+        sizes = item_sizes(dataset.dataset)
+        return [sizes[i] for i in dataset.indices]
+    size = getattr(dataset, "size", None) or tuple(dataset[0]["video"].shape[1:])
+    return [tuple(size)] * len(dataset)
+
+
+class BatchPlan:
+    """Dataset indices of global batch `step`, a function of the step alone (so resume is exact).
+
+    One size: `batch_indices`. Several sizes: every batch is `batch_size` items of one (frames, height,
+    width) bucket, from data.BucketBatchSampler's seeded order for each epoch (drop_last: every batch is
+    full, so it splits evenly across processes); buckets take turns in proportion to their items.
+    """
+
+    def __init__(self, sizes: list[tuple[int, int, int]], batch_size: int, seed: int):
+        self.length, self.batch_size, self.seed = len(sizes), batch_size, seed
+        self.sampler = BucketBatchSampler(sizes, batch_size, seed=seed, drop_last=True)
+        if len(self.sampler.buckets) > 1:
+            small = {size: len(ix) for size, ix in self.sampler.buckets.items() if len(ix) < batch_size}
+            if small:
+                raise ValueError(f"size buckets {small} (frames, height, width): item count) hold fewer items than "
+                                 f"the batch size {batch_size}, so they would never be trained on; add items or "
+                                 f"lower the batch size")
+        self.epoch_batches: tuple[int, list[list[int]]] | None = None
+
+    def __call__(self, step: int) -> list[int]:
+        if len(self.sampler.buckets) == 1:
+            return batch_indices(step, self.batch_size, self.length, self.seed)
+        epoch, offset = divmod(step, len(self.sampler))
+        if self.epoch_batches is None or self.epoch_batches[0] != epoch:  # one epoch's order at a time
+            self.sampler.set_epoch(epoch)
+            self.epoch_batches = (epoch, list(self.sampler))
+        return self.epoch_batches[1][offset]
 
 
 def step_generator(seed: int, stage: str, step: int, rank: int = 0) -> torch.Generator:
@@ -316,16 +363,18 @@ def train_vae(model, dataset, *, steps: int | None = None, batch_size: int | Non
               out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train `model.vae` on `dataset` videos, then calibrate its latent scale. Returns the TrainResult.
 
-    Checkpoints go to out_dir/checkpoints/vae when out_dir is given.
+    Items of several sizes (see `item_sizes`) train in batches of one size each. Checkpoints go to
+    out_dir/checkpoints/vae when out_dir is given.
     """
     cfg = model.config.train
     steps, batch_size, lr = steps or cfg.vae_steps, batch_size or cfg.batch_size, lr or cfg.vae_lr
     rank, world_size, device = distributed_context()
     _check_batch(batch_size, world_size)
     model.to(device)
+    plan = BatchPlan(item_sizes(dataset), batch_size, cfg.seed)
 
     def make_batch(step: int, rank: int, world_size: int, clip: int | None = cfg.vae_frames) -> dict:
-        indices = batch_indices(step, batch_size, len(dataset), cfg.seed)[rank::world_size]
+        indices = plan(step)[rank::world_size]
         batch = _collate(dataset, indices, device)
         # A causal VAE treats every clip length alike, so short clips teach it as well and cost less.
         batch["video"] = batch["video"][:, :, :clip]
@@ -336,14 +385,19 @@ def train_vae(model, dataset, *, steps: int | None = None, batch_size: int | Non
                     device=device, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
     model.vae.eval()
     with torch.no_grad():  # latents scaled to unit variance make the DiT's noise level meaningful
-        videos = torch.cat([make_batch(s, 0, 1, clip=None)["video"] for s in range(max(1, 64 // batch_size))])
-        model.vae.calibrate(videos)
+        model.vae.calibrate([make_batch(s, 0, 1, clip=None)["video"] for s in range(max(1, 64 // batch_size))])
     return result
 
 
 def train_dit(model, dataset, *, steps: int | None = None, batch_size: int | None = None, lr: float | None = None,
               out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train `model.dit` and `model.text_encoder` on latents of the (frozen) VAE; keep the EMA weights.
+
+    Native sizes: give a dataset of several sizes, each batch is one size (`BatchPlan`), e.g.
+
+        sizes = [(9, 32, 32), (9, 32, 64), (1, 32, 64)]       # square, wide, wide images
+        data = ConcatDataset([ShapesWorld(t, h, w, seed=i) for i, (t, h, w) in enumerate(sizes)])
+        train_vae(model, data);  train_dit(model, data)        # then model.generate(..., height=32, width=64)
 
     Checkpoints go to out_dir/checkpoints/dit when out_dir is given.
     """
@@ -361,20 +415,29 @@ def train_dit(model, dataset, *, steps: int | None = None, batch_size: int | Non
         ids, mask = model.tokenizer.encode(batch["caption"], model.config.text.max_len)
         return {"z0": z0, "ids": ids.to(device), "mask": mask.to(device)}
 
+    sizes = item_sizes(dataset)
     if cfg.latent_cache:
-        # On a CPU the VAE encoder costs more than a DiT step, so encode a fixed pool of videos once.
+        # On a CPU the VAE encoder costs more than a DiT step, so encode a fixed pool of videos once,
+        # size by size (a batch holds one size), and keep one latent entry per pool item.
         pool_indices = batch_indices(0, min(cfg.latent_cache, len(dataset)), len(dataset), cfg.seed + 1)
-        chunks = [encode(pool_indices[i:i + batch_size]) for i in
-                  tqdm(range(0, len(pool_indices), batch_size), desc="encode latents",
-                       disable=not progress or rank != 0, leave=False)]
-        pool = {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
+        by_size: dict[tuple, list[int]] = {}
+        for slot, index in enumerate(pool_indices):
+            by_size.setdefault(sizes[index], []).append(slot)
+        chunks = [slots[i:i + batch_size] for slots in by_size.values() for i in range(0, len(slots), batch_size)]
+        pool: list[dict] = [{}] * len(pool_indices)
+        for slots in tqdm(chunks, desc="encode latents", disable=not progress or rank != 0, leave=False):
+            encoded = encode([pool_indices[slot] for slot in slots])
+            for row, slot in enumerate(slots):
+                pool[slot] = {key: value[row] for key, value in encoded.items()}
+        plan = BatchPlan([sizes[index] for index in pool_indices], batch_size, cfg.seed + 2)
 
         def make_batch(step: int, rank: int, world_size: int) -> dict:
-            indices = batch_indices(step, batch_size, len(pool_indices), cfg.seed + 2)[rank::world_size]
-            return {key: value[indices] for key, value in pool.items()}
+            return default_collate([pool[slot] for slot in plan(step)[rank::world_size]])
     else:
+        plan = BatchPlan(sizes, batch_size, cfg.seed + 1)
+
         def make_batch(step: int, rank: int, world_size: int) -> dict:
-            return encode(batch_indices(step, batch_size, len(dataset), cfg.seed + 1)[rank::world_size])
+            return encode(plan(step)[rank::world_size])
 
     checkpoint_dir = Path(out_dir) / "checkpoints" / "dit" if out_dir is not None else None
     objective = FlowObjective(model.text_encoder, model.dit, model.config.flow, model.config.dit.patch_size)

@@ -91,7 +91,9 @@ class FrameNorm(nn.GroupNorm):
     """
 
     def __init__(self, channels: int):
-        super().__init__(math.gcd(8, channels), channels)
+        # At least 8 channels per group: with one channel per group (instance norm) every channel is
+        # rescaled on its own, which erases the ratios between channels, i.e. colour.
+        super().__init__(max(1, channels // 8), channels)
 
     def forward(self, x):
         t = x.shape[2]
@@ -244,8 +246,7 @@ class VideoVAE(nn.Module):
         """dict(loss, recon_loss, kl) for a batch (B, 3, T, H, W); loss = recon_loss + kl_weight * kl.
 
         recon_loss is the mean squared error per pixel value; kl is KL(q(z|video) || N(0, I)) per latent
-        element. Its weight is tiny: it only keeps the latent
-        from drifting, the real normalisation is `calibrate`.
+        element. Its weight is tiny: it only keeps the latent from drifting; `calibrate` does the real scaling.
         """
         out = self(video, generator=generator)
         recon_loss = F.mse_loss(out["recon"], video)
@@ -294,14 +295,15 @@ class VideoVAE(nn.Module):
         """ValueError that says what to change when `video` is not a float (B, 3, T, H, W) batch of a valid size."""
         if not torch.is_tensor(video):
             raise ValueError(f"expected a torch tensor (B, 3, T, H, W), got {type(video).__name__}; "
-                             f"numpy (T, H, W, 3) uint8 needs torch.from_numpy(...) and the conversions below")
+                             "a numpy (T, H, W, 3) uint8 video v needs "
+                             "torch.from_numpy(v).permute(3, 0, 1, 2)[None].float() / 127.5 - 1")
         shape = tuple(video.shape)
         if video.ndim != 5:
             raise ValueError(f"expected a batch of videos (B, 3, T, H, W), got shape {shape}; one video (3, T, H, W) "
                              f"needs video[None], a batch of images (B, 3, H, W) needs video[:, :, None]")
         if shape[1] != self.cfg.in_channels:
-            raise ValueError(f"expected {self.cfg.in_channels} channels in dim 1 of (B, 3, T, H, W), got shape {shape}; "
-                             f"channels-last videos need einops.rearrange(video, 'b t h w c -> b c t h w')")
+            raise ValueError(f"expected {self.cfg.in_channels} channels in dim 1 of (B, 3, T, H, W), got shape "
+                             f"{shape}; channels-last videos need einops.rearrange(video, 'b t h w c -> b c t h w')")
         if not video.is_floating_point():
             raise ValueError(f"expected a float video in [-1, 1], got dtype {video.dtype}; "
                              f"for uint8 use video.float() / 127.5 - 1")

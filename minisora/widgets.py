@@ -134,6 +134,7 @@ class Studio:
         self.scrub = W.IntSlider(value=0, min=0, max=0, description="step", disabled=True, layout=wide)
         self.scrub_view = W.HTML()
 
+        W.dlink((self.steps, "value"), (self.progress, "max"))  # the bar always counts the chosen steps
         self.generate_button.on_click(lambda _: self.generate())
         self.scrub.observe(lambda change: self.show_step(change["new"]), names="value")
         self.widget = W.VBox([
@@ -150,7 +151,7 @@ class Studio:
     def generate(self) -> bool:
         """Sample with the current control values and show the result. Returns False (and shows why) on bad input."""
         self.generate_button.disabled = True
-        self.progress.max, self.progress.value = self.steps.value, 0
+        self.progress.value = 0
         self.message.value = _note("sampling ...", "#888")
         try:
             with warnings.catch_warnings(record=True) as caught:

@@ -116,8 +116,8 @@ __global__ __launch_bounds__(kThreads) void online_softmax_kernel(
 }
 
 template <class T, int D>
-cudaError_t launch_for_head_dim(const T* q, const T* k, const T* v, T* out, float* lse, int BH, int Nq, int Nk, float scale,
-                   cudaStream_t stream) {
+cudaError_t launch_for_head_dim(const T* q, const T* k, const T* v, T* out, float* lse, int BH, int Nq, int Nk,
+                                float scale, cudaStream_t stream) {
   const int num_q_blocks = ceil_div(Nq, kBq);
   auto kernel = online_softmax_kernel<T, D>;
   MINISORA_LAUNCH(kernel, dim3((unsigned)(BH * (long long)num_q_blocks)), dim3(kThreads), stream,

@@ -175,12 +175,8 @@ cudaError_t flash_backward(const T* dout, const T* q, const T* k, const T* v, co
   auto pre = preprocess_kernel<T>;
   MINISORA_LAUNCH(pre, dim3(grid_for(rows * 32)), dim3(kThreads), stream, dout, out, Dvec, rows, d);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  switch (d) {
-    case 32: err = launch_backward<T, 32>(dout, q, k, v, lse, Dvec, dq_accum, dk, dv, BH, Nq, Nk, scale, stream); break;
-    case 64: err = launch_backward<T, 64>(dout, q, k, v, lse, Dvec, dq_accum, dk, dv, BH, Nq, Nk, scale, stream); break;
-    case 128: err = launch_backward<T, 128>(dout, q, k, v, lse, Dvec, dq_accum, dk, dv, BH, Nq, Nk, scale, stream); break;
-    default: return cudaErrorInvalidValue;  // launchers.cu checks d first
-  }
+  auto launch = d == 32 ? launch_backward<T, 32> : d == 64 ? launch_backward<T, 64> : launch_backward<T, 128>;
+  err = launch(dout, q, k, v, lse, Dvec, dq_accum, dk, dv, BH, Nq, Nk, scale, stream);  // d checked by launchers.cu
   if (err != cudaSuccess) return err;
   auto convert = convert_kernel<T>;
   MINISORA_LAUNCH(convert, dim3(grid_for(rows * d)), dim3(kThreads), stream, dq_accum, dq, rows * d);

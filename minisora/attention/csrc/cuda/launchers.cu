@@ -135,13 +135,11 @@ int minisora_attn_bwd(int dtype, const void* dout, const void* q, const void* k,
   int arch = 0;
   if (int err = current_arch(&arch)) return err;
   if (arch < 75) return MINISORA_ERR_ARCH;
-  const int BH = B * H;
-  cudaStream_t s = static_cast<cudaStream_t>(stream);
-  switch (dtype) {
-    case MINISORA_F32: return backward_typed<float>(dout, q, k, v, out, lse, dq, dk, dv, workspace, BH, Nq, Nk, d, scale, s);
-    case MINISORA_F16: return backward_typed<__half>(dout, q, k, v, out, lse, dq, dk, dv, workspace, BH, Nq, Nk, d, scale, s);
-    default: return backward_typed<__nv_bfloat16>(dout, q, k, v, out, lse, dq, dk, dv, workspace, BH, Nq, Nk, d, scale, s);
-  }
+  auto backward = dtype == MINISORA_F32   ? backward_typed<float>
+                  : dtype == MINISORA_F16 ? backward_typed<__half>
+                                          : backward_typed<__nv_bfloat16>;
+  return backward(dout, q, k, v, out, lse, dq, dk, dv, workspace, B * H, Nq, Nk, d, scale,
+                  static_cast<cudaStream_t>(stream));
 }
 
 const char* minisora_attn_error_string(int code) {

@@ -38,8 +38,8 @@
 // between (on a GPU a shuffle does not order memory). Fiber switches happen only at barriers and
 // collectives, so hazards inside one barrier interval are exposed only through the schedule order.
 // Floating-point sums follow program order (a GPU may contract to FMA and tensor cores round
-// differently), so compare with a tolerance. Speed: a warp collective is ~64 fiber switches, about
-// 30 us, so a 64x64 tensor-core tile step takes milliseconds: test on small shapes.
+// differently), so compare with a tolerance. Speed: a warp collective is ~32 fiber switches, about
+// 10 us, so one 64x64 tensor-core tile step of a block takes milliseconds: test on small shapes.
 //
 // Build: g++ -std=c++17 -x c++ -DMINISORA_EMU -fno-strict-aliasing -pthread (the kernels type-pun
 // shared memory through reinterpret_cast, as CUDA code does; nvcc allows it, g++ needs the flag).
@@ -198,7 +198,7 @@ struct BlockRunner {
   static void entry() {
     BlockRunner* r = active();
     (*r->body)();
-    r->fibers[r->current].state = Fiber::DONE;  // returning resumes `scheduler` through uc_link
+    r->fibers[r->current].state = Fiber::DONE;  // returning resumes the scheduler loop through uc_link
   }
 
   void set_thread_index(int i) {
@@ -276,18 +276,29 @@ struct BlockRunner {
     setcontext(&scheduler);
     std::abort();  // unreachable: setcontext does not return
   }
-  void yield_to_scheduler() { swapcontext(&fibers[current].ctx, &scheduler); }
+  // Called by a fiber at a barrier (after updating its state): switch straight to the fiber the
+  // schedule picks next -- possibly itself -- or, if none can run, back to the scheduler loop.
+  void reschedule() {
+    const int me = current, next = pick();
+    if (next == me) return;
+    if (next < 0) {
+      swapcontext(&fibers[me].ctx, &scheduler);
+      return;
+    }
+    current = next;
+    set_thread_index(next);
+    swapcontext(&fibers[me].ctx, &fibers[next].ctx);  // resumes here once someone switches back to `me`
+  }
 
   void block_barrier() {
     Fiber& me = fibers[current];
     if (++block_arrived == (int)fibers.size()) {
       block_arrived = 0;
       for (auto& f : fibers) if (f.state == Fiber::AT_BLOCK_BARRIER) f.state = Fiber::RUNNABLE;
-      yield_to_scheduler();  // let the schedule, not arrival order, decide who runs next
     } else {
       me.state = Fiber::AT_BLOCK_BARRIER;
-      yield_to_scheduler();
     }
+    reschedule();  // the schedule, not arrival order, decides who runs next
   }
   void warp_barrier() {
     const int w = current / 32;
@@ -296,11 +307,10 @@ struct BlockRunner {
       warp.arrived = 0;
       for (int l = 0; l < warp.size; ++l)
         if (fibers[w * 32 + l].state == Fiber::AT_WARP_BARRIER) fibers[w * 32 + l].state = Fiber::RUNNABLE;
-      yield_to_scheduler();
     } else {
       fibers[current].state = Fiber::AT_WARP_BARRIER;
-      yield_to_scheduler();
     }
+    reschedule();
   }
   // A warp collective: publish `words` 64-bit words, wait for the whole warp, return the warp's slot
   // array (indexed [lane][word]); valid until this lane's next collective.
@@ -492,12 +502,17 @@ inline float atomicAdd(float* address, float value) {
 [[noreturn]] inline void __trap() { cuda_emu::fail("__trap() called"); }
 
 // ---- host-side runtime ---------------------------------------------------------------------------
-inline cudaError_t cudaGetLastError() { cudaError_t e = cuda_emu::last_error; cuda_emu::last_error = cudaSuccess; return e; }
+inline cudaError_t cudaGetLastError() {
+  const cudaError_t e = cuda_emu::last_error;
+  cuda_emu::last_error = cudaSuccess;
+  return e;
+}
 inline const char* cudaGetErrorString(cudaError_t e) {
   switch (e) {
     case cudaSuccess: return "no error";
     case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorLaunchFailure: return "unspecified launch failure (emulated kernel failed; see cuda_emu::last_error_message())";
+    case cudaErrorLaunchFailure:
+      return "unspecified launch failure (emulated kernel failed; see cuda_emu::last_error_message())";
   }
   return "unknown error";
 }
