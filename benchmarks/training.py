@@ -7,8 +7,8 @@
 
 A step is exactly what `train.fit` runs (forward, backward, gradient clipping, AdamW, EMA for the DiT,
 bf16/fp16 autocast where the preset asks for it on a GPU), timed on a fixed batch of random data so that
-only the model is measured: the VAE on clips of `train.vae_frames` frames, the DiT on latents of the
-preset's video size (as `train_dit` does with its latent cache). The first step is a warm-up and is
+only the model is measured: the VAE on videos of the preset's size at `train.vae_batch_size`, the DiT
+on their latents at `train.batch_size` (as `train_dit` trains from its latent cache). The first step is a warm-up and is
 not counted.
 
 tokens: for the DiT, its sequence length (spacetime patches per video); for the VAE, the latent
@@ -38,7 +38,7 @@ from minisora.train import FlowObjective, VAEObjective, fit
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 COLUMNS = ["preset", "stage", "params", "batch", "clip T×H×W", "tokens/sample", "s/step", "samples/s",
            "tokens/s", "peak MiB"]
-CPU_BATCH = {"colab": 4}  # a CPU takes minutes per colab step at its GPU batch of 32
+CPU_BATCH = {"colab": {"vae": 2, "dit": 4}}  # a CPU takes minutes per colab step at its GPU batch sizes
 
 
 def machine_name(device: str) -> str:
@@ -89,7 +89,7 @@ def stage_inputs(model: MiniSora, stage: str, batch_size: int, device: torch.dev
     """(objective, batch, clip (T, H, W), tokens per sample) for one training stage on random data."""
     cfg, generator = model.config, torch.Generator().manual_seed(0)
     if stage == "vae":
-        clip = (cfg.train.vae_frames, cfg.data.height, cfg.data.width)
+        clip = (cfg.data.num_frames, cfg.data.height, cfg.data.width)
         video = torch.rand((batch_size, 3, *clip), generator=generator) * 2 - 1
         tokens = math.prod(model.vae.latent_shape(*clip)[1:])
         return VAEObjective(model.vae), {"video": video.to(device)}, clip, tokens
@@ -133,10 +133,11 @@ def run(presets: list[str], device: torch.device, steps: int, batch_size: int | 
     for name in presets:
         torch.manual_seed(0)
         model = MiniSora.from_preset(name)
-        default = model.config.train.batch_size if device.type == "cuda" else CPU_BATCH.get(name, 0)
-        size = batch_size or default or model.config.train.batch_size
+        train = model.config.train
         for stage in ("vae", "dit"):
-            rows.append(time_stage(model, stage, size, steps, device))
+            preset_batch = train.vae_batch_size if stage == "vae" else train.batch_size
+            on_cpu = CPU_BATCH.get(name, {}).get(stage) if device.type == "cpu" else None
+            rows.append(time_stage(model, stage, batch_size or on_cpu or preset_batch, steps, device))
             print(" | ".join(str(rows[-1][c]) for c in COLUMNS), flush=True)
         del model
         if device.type == "cuda":

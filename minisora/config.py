@@ -41,7 +41,7 @@ class VAEConfig:
 
     in_channels: int = 3
     latent_channels: int = 4
-    base_channels: int = 16  # 3D convolutions at full resolution dominate CPU time: keep this narrow
+    base_channels: int = 8  # 3D convolutions at full resolution dominate CPU time: keep this narrow
     channel_mults: tuple[int, ...] = (1, 2, 4)  # one entry per resolution level; len-1 spatial halvings
     time_downsamples: int = 2  # causal halvings of time: 2 -> 4x (after the first frame)
     num_res_blocks: int = 1
@@ -103,13 +103,13 @@ class TrainConfig:
 
     seed: int = 0
     batch_size: int = 16
-    vae_steps: int = 600
-    vae_lr: float = 2e-3
+    vae_steps: int = 800
+    vae_lr: float = 3e-3
     dit_steps: int = 1200
     dit_lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
-    vae_frames: int = 5  # the causal VAE trains on clips this long (any 1 + 4k works; shorter = faster)
+    vae_batch_size: int = 8  # the VAE's 3D convolutions at full resolution cost far more than a DiT step
     latent_cache: int = 2048  # DiT trains on the latents of this many videos, encoded once (0 = every step)
     grad_clip: float = 1.0
     ema_decay: float = 0.995

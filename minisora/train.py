@@ -367,25 +367,21 @@ def train_vae(model, dataset, *, steps: int | None = None, batch_size: int | Non
     out_dir/checkpoints/vae when out_dir is given.
     """
     cfg = model.config.train
-    steps, batch_size, lr = steps or cfg.vae_steps, batch_size or cfg.batch_size, lr or cfg.vae_lr
+    steps, batch_size, lr = steps or cfg.vae_steps, batch_size or cfg.vae_batch_size, lr or cfg.vae_lr
     rank, world_size, device = distributed_context()
     _check_batch(batch_size, world_size)
     model.to(device)
     plan = BatchPlan(item_sizes(dataset), batch_size, cfg.seed)
 
-    def make_batch(step: int, rank: int, world_size: int, clip: int | None = cfg.vae_frames) -> dict:
-        indices = plan(step)[rank::world_size]
-        batch = _collate(dataset, indices, device)
-        # A causal VAE treats every clip length alike, so short clips teach it as well and cost less.
-        batch["video"] = batch["video"][:, :, :clip]
-        return batch
+    def make_batch(step: int, rank: int, world_size: int) -> dict:
+        return _collate(dataset, plan(step)[rank::world_size], device)
 
     checkpoint_dir = Path(out_dir) / "checkpoints" / "vae" if out_dir is not None else None
     result, _ = fit(VAEObjective(model.vae), make_batch, stage="vae", steps=steps, lr=lr, train_cfg=cfg,
                     device=device, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
     model.vae.eval()
     with torch.no_grad():  # latents scaled to unit variance make the DiT's noise level meaningful
-        model.vae.calibrate([make_batch(s, 0, 1, clip=None)["video"] for s in range(max(1, 64 // batch_size))])
+        model.vae.calibrate([make_batch(s, 0, 1)["video"] for s in range(max(1, 64 // batch_size))])
     return result
 
 

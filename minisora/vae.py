@@ -92,8 +92,9 @@ class FrameNorm(nn.GroupNorm):
 
     def __init__(self, channels: int):
         # At least 8 channels per group: with one channel per group (instance norm) every channel is
-        # rescaled on its own, which erases the ratios between channels, i.e. colour.
-        super().__init__(max(1, channels // 8), channels)
+        # rescaled on its own, which erases the ratios between channels, i.e. colour. (gcd: groups must
+        # divide the channels, e.g. 50 channels -> 2 groups of 25.)
+        super().__init__(math.gcd(channels, max(1, channels // 8)), channels)
 
     def forward(self, x):
         t = x.shape[2]
@@ -205,6 +206,9 @@ class VideoVAE(nn.Module):
         self.latent_channels = cfg.latent_channels
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
+        # Start with a small posterior variance: with logvar = 0 the sampled latent is mostly noise and
+        # the decoder first learns to ignore it (grey blurs) before colour and shape get through.
+        nn.init.constant_(self.encoder.net[-1].conv.bias[cfg.latent_channels:], -8.0)
         # Buffers, not constants: they are saved in the state_dict (and so in safetensors files), so a
         # loaded model normalises its latents exactly as it did in training.
         self.register_buffer("latent_shift", torch.zeros(cfg.latent_channels))

@@ -230,7 +230,7 @@ def plot_latent_channels(z, ax_height: float = 1.2):
     return fig
 
 
-def plot_trajectory(trajectory, rows: int = 5, max_frames: int = 9, ax_height: float = 1.0):
+def plot_trajectory(trajectory, rows: int = 5, max_frames: int = 5, ax_height: float = 1.0):
     """A denoising trajectory as a still figure: for a few steps, the decoded z_t next to the predicted z0.
 
     trajectory: a sequence of (t, noisy, predicted), one per sampling step, noisy/predicted (T, H, W, 3)
@@ -244,8 +244,8 @@ def plot_trajectory(trajectory, rows: int = 5, max_frames: int = 9, ax_height: f
     strips = [(trajectory[i][0], frame_strip(trajectory[i][1], max_frames), frame_strip(trajectory[i][2], max_frames))
               for i in index]
     aspect = strips[0][1].shape[1] / strips[0][1].shape[0]
-    fig, axes = plt.subplots(len(index), 2, figsize=(2 * ax_height * aspect + 0.5, ax_height * len(index) + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(index), 2, squeeze=False,  # + 0.35 per row leaves room for the titles
+                             figsize=(2 * ax_height * aspect + 0.5, (ax_height + 0.35) * len(index) + 0.3))
     for row, (step, (t, noisy, predicted)) in enumerate(zip(index, strips)):
         for col, (image, what) in enumerate(((noisy, "z_t decoded"), (predicted, "predicted z0"))):
             axes[row, col].imshow(image, interpolation="nearest")
