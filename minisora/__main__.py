@@ -98,7 +98,8 @@ def _add_prompting_commands(sub) -> None:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--model", required=True, help="a folder written by save_pretrained (e.g. outputs/demo/model)")
         if prompt == "required":
-            p.add_argument("--prompt", required=True, help="what the video shows, e.g. 'a red circle moves to the right'")
+            p.add_argument("--prompt", required=True,
+                           help="what the video shows, e.g. 'a red circle moves to the right'")
         elif prompt == "optional":
             p.add_argument("--prompt", default=None, help="text for the new frames (default: none, the model's "
                                                           "unconditional guess)")

@@ -164,7 +164,7 @@ class MiniSora(nn.Module):
 
     # ---------------------------------------------------------------- prompting with frames
     # How given frames become given latents, with a causal VAE (latent 0 = frame 0 alone, latent j >= 1 =
-    # frames 4j-3..4j, each seeing only the past):
+    # frames 4j-3..4j, each seeing only the past; 4 = the VAE's time factor):
     #   * At the start of a window, given frames are a clip of 1 + 4p frames. Encoded on their own they give
     #     p + 1 latents that are *exactly* the first latents of the whole window (causality: what comes
     #     later cannot change them). So "the last frames of a video" are re-encoded as a clip that starts
@@ -191,9 +191,11 @@ class MiniSora(nn.Module):
 
             window = model.sample_window("a red circle moves to the right", head=video[-5:], new_frames=4)
         """
-        tf, given = self.vae.temporal_factor, [x for x in (head, tail) if x is not None]
-        if not given:
+        if head is None and tail is None:
             raise ValueError("sample_window needs head= and/or tail= frames; for no given frame use generate")
+        head = None if head is None else self._pixels(head, "head", None, None)
+        tail = None if tail is None else self._pixels(tail, "tail", None, None)
+        tf, given = self.vae.temporal_factor, [x for x in (head, tail) if x is not None]
         height, width = given[0].shape[1:3]
         if any(x.shape[1:3] != (height, width) for x in given):
             raise ValueError(f"head and tail must have the same size, got {[x.shape[1:3] for x in given]}")
@@ -263,8 +265,8 @@ class MiniSora(nn.Module):
                 about half the training window). More context = more coherent, fewer new frames per window.
             options: steps, guidance, seed, sampler, progress (as in generate); window k uses seed + k.
         Returns:
-            the longer video (T + num_frames, H, W, 3) uint8: `video` unchanged, then (forward) or after
-            (backward) the new frames. The new part is `out[T:]` forward and `out[:num_frames]` backward.
+            the longer video (T + num_frames, H, W, 3) uint8: `video` unchanged, followed (forward) or
+            preceded (backward) by the new frames: `out[T:]` forward, `out[:num_frames]` backward.
 
             longer = model.extend(video, "a red circle moves to the right", num_frames=8)
         """
