@@ -11,7 +11,7 @@ PY     := $(VENV)/bin/python
 # Tests never reach the Hugging Face hub: offline loaders must fail at once, not retry.
 TEST_ENV := HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 MINISORA_SMOKE=1 MPLBACKEND=Agg
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test strip-notebooks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ demo: setup
 test: setup
 	$(TEST_ENV) $(PY) -m pytest -q tests
 	$(TEST_ENV) $(PY) -m pytest -q --nbval-lax --nbval-kernel-name python3 notebooks
+
+# Notebooks are committed without outputs, execution counts or widget state (tests/test_project.py checks).
+strip-notebooks: setup
+	$(PY) -m jupyter nbconvert --clear-output --inplace --log-level=WARN \
+		--ClearMetadataPreprocessor.enabled=True notebooks/*.ipynb
 
 clean:
 	rm -rf outputs .pytest_cache

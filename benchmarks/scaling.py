@@ -52,7 +52,7 @@ PROMPTS = [  # the demo's prompts: one per shape, four directions
     "a small green triangle moves to the left",
     "a yellow diamond moves down",
 ]
-COLUMNS = ["compute", "DiT steps", "train TFLOP", "train s", "final loss", *METRICS, "overall"]
+COLUMNS = ["compute", "DiT steps", "train TFLOP", "train s", "final loss", *METRICS, "overall", "metric mean"]
 
 
 def machine_name(device: str) -> str:
@@ -97,7 +97,8 @@ def run_scaling(multipliers=(1, 4, 16), base_steps: int = 50, *, preset: str = "
     VAE (and config) every run shares; when it is missing, a VAE is trained for `vae_steps` steps (None =
     the preset's). latent_cache: videos whose latents the DiT trains on (None = the preset's; smaller
     starts faster). Returns one dict per multiplier: {"multiplier", "steps", "train_seconds", "tflop",
-    "final_loss", "scores" (metric -> mean over len(prompts) * samples videos), "videos"}.
+    "final_loss", "scores" (metric -> mean over len(prompts) * samples videos), "metric_mean" (the plain
+    mean of the metrics: `overall` is a harmonic mean, 0 until every metric is above 0), "videos"}.
 
     Each run has its own cosine learning-rate schedule, so the 16x run is not the 1x run continued.
     train_seconds is the wall time of `train_dit`, including encoding the latent cache (the same cost
@@ -127,9 +128,11 @@ def run_scaling(multipliers=(1, 4, 16), base_steps: int = 50, *, preset: str = "
         tokens = math.prod(s // p for s, p in zip(shape[1:], cfg.dit.patch_size))
         params = sum(p.numel() for part in (model.dit, model.text_encoder) for p in part.parameters())
         results = evaluate_model(model.eval(), list(prompts), samples=samples, seed=10_000 + seed, progress=False)
+        metric_means = [results["mean"][name] for name in METRICS if name in results["mean"]]
         rows.append({"multiplier": multiplier, "steps": steps, "train_seconds": seconds,
                      "tflop": 6 * params * tokens * cfg.train.batch_size * steps / 1e12, "final_loss": final_loss,
-                     "scores": results["mean"], "videos": results["videos"]})
+                     "scores": results["mean"], "metric_mean": sum(metric_means) / max(len(metric_means), 1),
+                     "videos": results["videos"]})
         if progress:
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     return rows
@@ -142,32 +145,38 @@ def markdown(rows: list[dict]) -> str:
         scores = row["scores"]
         cells = [f"{row['multiplier']}x", row["steps"], f"{row['tflop']:.3g}", f"{row['train_seconds']:.0f}",
                  "-" if math.isnan(row["final_loss"]) else f"{row['final_loss']:.3f}"]
-        cells += [f"{scores[name]:.2f}" if name in scores else "-" for name in COLUMNS[5:]]
+        cells += [f"{scores[name]:.2f}" if name in scores else "-" for name in (*METRICS, "overall")]
+        cells.append(f"{row['metric_mean']:.2f}")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def plot_scaling(rows: list[dict], metric: str = "overall"):
-    """Evaluator score against training compute and against training time (two panels). Returns the figure."""
+    """Evaluator score against training compute and against training time (two panels). Returns the figure.
+
+    metric: "overall", one of evaluate.METRICS, or "mean" (the plain mean of the metrics).
+    """
     import matplotlib.pyplot as plt
+
+    def value(row):
+        return row["metric_mean"] if metric == "mean" else row["scores"].get(metric, float("nan"))
 
     trained = [r for r in rows if r["steps"] > 0]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
     for ax, key, label in ((axes[0], "tflop", "training compute (TFLOP)"),
                            (axes[1], "train_seconds", "training time (s)")):
-        ax.plot([r[key] for r in trained], [r["scores"].get(metric, float("nan")) for r in trained], "o-")
+        ax.plot([r[key] for r in trained], [value(r) for r in trained], "o-")
         for r in trained:
-            ax.annotate(f"{r['multiplier']}x", (r[key], r["scores"].get(metric, float("nan"))),
-                        textcoords="offset points", xytext=(4, -10))
+            ax.annotate(f"{r['multiplier']}x", (r[key], value(r)), textcoords="offset points", xytext=(4, -10))
         untrained = [r for r in rows if r["steps"] == 0]
         if untrained:
-            ax.axhline(untrained[0]["scores"].get(metric, float("nan")), color="grey", ls="--", label="untrained DiT")
+            ax.axhline(value(untrained[0]), color="grey", ls="--", label="untrained DiT")
             ax.legend(loc="lower right")
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"evaluator score ({metric})")
-    fig.suptitle("quality grows with compute")
+    fig.suptitle("the same model at more training compute")
     fig.tight_layout()
     return fig
 

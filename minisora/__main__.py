@@ -222,7 +222,7 @@ def cmd_demo(args) -> None:
     from .config import smoke_mode
     from .pipeline import MiniSora
     from .train import train_dit, train_vae
-    from .viz import save_video
+    from .viz import save_video, video_row
 
     started = time.time()
     torch.manual_seed(args.seed)
@@ -239,15 +239,17 @@ def cmd_demo(args) -> None:
     dataset = _dataset(cfg, args, seed=args.seed)
     vae_result = train_vae(model, dataset, steps=vae_steps, out_dir=out, progress=not args.no_progress)
     dit_result = train_dit(model, dataset, steps=dit_steps, out_dir=out, progress=not args.no_progress)
-    written = []
+    written, videos = [], []
     for i, prompt in enumerate(DEMO_PROMPTS):
         video = model.generate(prompt, seed=args.seed + i, progress=not args.no_progress)
+        videos.append(video)
         stem = out / f"{i}_{re.sub(r'[^a-z0-9]+', '_', prompt.lower()).strip('_')}"
         written.append(save_video(video, stem.with_suffix(".gif"), fps=cfg.data.fps))
         try:
             written.append(save_video(video, stem.with_suffix(".mp4"), fps=cfg.data.fps))
         except RuntimeError:
             pass  # no imageio-ffmpeg: GIFs only
+    written.append(save_video(video_row(videos), out / "all_prompts.gif", fps=cfg.data.fps))
     model_dir = model.save_pretrained(out / "model", card_notes=[
         f"- trained by `python -m minisora demo`: {vae_steps} VAE steps, {dit_steps} DiT steps",
         f"- final VAE loss {vae_result.final_loss:.4f}, final flow loss {dit_result.final_loss:.4f}"])

@@ -73,6 +73,16 @@ def save_video(video, path: str | os.PathLike, fps: int = 8, scale: int | None =
     return path
 
 
+def video_row(videos, gap: int = 2) -> np.ndarray:
+    """Several videos of one size side by side, as one (T, H, n*W + gaps, 3) uint8 video."""
+    frames = [to_uint8(v) for v in videos]
+    if len({f.shape for f in frames}) != 1:
+        raise ValueError(f"video_row needs videos of one size, got {sorted({f.shape for f in frames})}")
+    spacer = np.full((*frames[0].shape[:2], gap, 3), 255, np.uint8)
+    pieces = [piece for f in frames for piece in (f, spacer)][:-1]
+    return np.concatenate(pieces, axis=2)
+
+
 def video_html(video, fps: int = 8, scale: int | None = None) -> str:
     """An <img> tag holding the video as an inline GIF, for notebooks (works on Colab and in nbval)."""
     import imageio.v2 as imageio

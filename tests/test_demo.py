@@ -7,7 +7,7 @@ from minisora.__main__ import DEMO_PROMPTS, main
 def test_demo_writes_videos_and_a_loadable_model(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MINISORA_SMOKE", "1")
     assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
-    gifs = sorted(tmp_path.glob("*.gif"))
+    gifs = sorted(tmp_path.glob("[0-9]_*.gif"))
     assert len(gifs) == len(DEMO_PROMPTS) and all(g.stat().st_size > 0 for g in gifs)
     summary = capsys.readouterr().out
     assert "final loss" in summary and "model saved to" in summary
