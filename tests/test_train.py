@@ -16,6 +16,7 @@ def small_model(**train):
     model = MiniSora.from_preset("tiny")
     cfg = model.config.train
     cfg.batch_size, cfg.log_every, cfg.warmup_steps, cfg.checkpoint_every, cfg.latent_cache = 4, 1, 2, 3, 16
+    cfg.vae_batch_size = 4
     for key, value in train.items():
         setattr(cfg, key, value)
     return model
@@ -53,16 +54,16 @@ def test_resume_after_ctrl_c_matches_an_uninterrupted_run(world, tmp_path):
     train_dit(straight, world, steps=6, out_dir=tmp_path / "straight", progress=False)
 
     stopped = small_model()
-    original_encode = stopped.tokenizer.encode
+    original_forward = stopped.dit.forward
     calls = {"n": 0}
 
-    def encode_then_press_ctrl_c(*args, **kwargs):
+    def forward_then_press_ctrl_c(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:  # during the second step: Ctrl-C is held until the step ends
             os.kill(os.getpid(), signal.SIGINT)
-        return original_encode(*args, **kwargs)
+        return original_forward(*args, **kwargs)
 
-    stopped.tokenizer.encode = encode_then_press_ctrl_c
+    stopped.dit.forward = forward_then_press_ctrl_c
     with pytest.raises(KeyboardInterrupt, match="resume"):
         train_dit(stopped, world, steps=6, out_dir=tmp_path / "run", progress=False)
     tensors, state = Checkpointer(tmp_path / "run" / "checkpoints" / "dit").load_latest()
