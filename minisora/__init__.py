@@ -5,7 +5,7 @@
     video = model.generate("a red circle moves to the right")  # (T, H, W, 3) uint8
 
 The modules, one concept each, in the order data flows through them: world, data, text, vae, patchify,
-attention, dit, flow, pipeline, train, evaluate, viz, widgets.
+attention, dit, flow, pipeline, prompting, train, evaluate, viz, widgets.
 """
 
 from .config import MiniSoraConfig, get_preset

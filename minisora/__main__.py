@@ -176,7 +176,8 @@ def _write(frames, out: str, fps: int) -> str:
 
 
 def cmd_prompting(args) -> None:
-    from .pipeline import MiniSora, loop_seam
+    from .pipeline import MiniSora
+    from .prompting import loop_seam
 
     model = MiniSora.from_pretrained(args.model)
     data = model.config.data

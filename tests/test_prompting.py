@@ -205,7 +205,7 @@ def test_wrong_size_is_resized_with_a_warning(model):
 
 
 def test_loop_seam_measures_the_jump_back_to_the_start():
-    from minisora.pipeline import loop_seam
+    from minisora.prompting import loop_seam
 
     clip = moving_right(0.2)
     crossing = loop_seam(clip)  # the circle jumps from its last place back to its first
