@@ -103,7 +103,7 @@ class TrainConfig:
 
     seed: int = 0
     batch_size: int = 16
-    vae_steps: int = 800
+    vae_steps: int = 500
     vae_lr: float = 3e-3
     dit_steps: int = 1200
     dit_lr: float = 1e-3
