@@ -17,11 +17,8 @@ a warm-up and is not counted; each time is the median of --repeats videos.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
-import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -29,29 +26,11 @@ import torch
 
 from minisora import MiniSora
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
+from common import RESULTS, load_note, machine_name, write_results  # noqa: E402
+
 COLUMNS = ["preset", "video T×H×W", "sampler", "steps", "NFE", "s/video", "ms/NFE"]
 PROMPT = "a red circle moves to the right"
-
-
-def machine_name(device: str) -> str:
-    """GPU name, or the CPU model from /proc/cpuinfo with the number of threads torch uses."""
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {torch.get_num_threads()} threads"
-
-
-def load_note() -> str:
-    """The 1-minute load average against the core count: on a shared machine, times depend on it."""
-    with contextlib.suppress(OSError, AttributeError):
-        return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-    return "load average unknown"
 
 
 def seconds_per_video(model: MiniSora, steps: int, sampler: str, repeats: int) -> float:
@@ -86,14 +65,6 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(row[c]) for c in COLUMNS) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def write_results(title: str, device: str, note: str, table: str) -> None:
-    """Append one section to benchmarks/RESULTS.md (re-read at write time: other benchmarks append too)."""
-    stamp = datetime.date.today().isoformat()
-    header = f"\n## {title} · {machine_name(device)} · torch {torch.__version__} · {stamp}\n\n"
-    with RESULTS.open("a") as f:
-        f.write(header + f"{note}\n\n" + table)
 
 
 def main() -> None:

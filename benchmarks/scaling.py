@@ -28,11 +28,9 @@ Notebook 09 imports the function without the folder being a package:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import math
-import os
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -44,7 +42,9 @@ from minisora.data import make_dataset
 from minisora.evaluate import METRICS, evaluate_model
 from minisora.train import train_dit, train_vae
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
+from common import RESULTS, load_note, machine_name  # noqa: E402
+
 PRETRAINED = Path(__file__).resolve().parent.parent / "assets" / "tiny-shapes"
 PROMPTS = [  # the demo's prompts: one per shape, four directions
     "a red circle moves to the right",
@@ -53,26 +53,6 @@ PROMPTS = [  # the demo's prompts: one per shape, four directions
     "a yellow diamond moves down",
 ]
 COLUMNS = ["compute", "DiT steps", "train TFLOP", "train s", "final loss", *METRICS, "overall", "metric mean"]
-
-
-def machine_name(device: str) -> str:
-    """GPU name, or the CPU model from /proc/cpuinfo with the number of threads torch uses."""
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {torch.get_num_threads()} threads"
-
-
-def load_note() -> str:
-    """The 1-minute load average against the core count: on a shared machine, times depend on it."""
-    with contextlib.suppress(OSError, AttributeError):
-        return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-    return "load average unknown"
 
 
 def trained_vae(preset: str, dataset, vae_dir, vae_steps: int | None, progress: bool) -> MiniSora:

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import math
-import os
-import platform
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -35,30 +33,12 @@ import torch
 from minisora import MiniSora
 from minisora.train import FlowObjective, VAEObjective, fit
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
+from common import RESULTS, load_note, machine_name, write_results  # noqa: E402
+
 COLUMNS = ["preset", "stage", "params", "batch", "clip T×H×W", "tokens/sample", "s/step", "samples/s",
            "tokens/s", "peak MiB"]
 CPU_BATCH = {"colab": {"vae": 2, "dit": 4}}  # a CPU takes minutes per colab step at its GPU batch sizes
-
-
-def machine_name(device: str) -> str:
-    """GPU name, or the CPU model from /proc/cpuinfo with the number of threads torch uses."""
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {torch.get_num_threads()} threads"
-
-
-def load_note() -> str:
-    """The 1-minute load average against the core count: on a shared machine, times depend on it."""
-    with contextlib.suppress(OSError, AttributeError):
-        return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-    return "load average unknown"
 
 
 class PeakMemory:
@@ -149,14 +129,6 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(row[c]) for c in COLUMNS) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def write_results(title: str, device: str, note: str, table: str) -> None:
-    """Append one section to benchmarks/RESULTS.md (re-read at write time: other benchmarks append too)."""
-    stamp = datetime.date.today().isoformat()
-    header = f"\n## {title} · {machine_name(device)} · torch {torch.__version__} · {stamp}\n\n"
-    with RESULTS.open("a") as f:
-        f.write(header + f"{note}\n\n" + table)
 
 
 def main() -> None:

@@ -1,0 +1,39 @@
+"""What every benchmark records beside its table: the machine, its load, and where the rows go."""
+
+import contextlib
+import datetime
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def machine_name(device: str) -> str:
+    """GPU name, or the CPU model from /proc/cpuinfo with the number of threads torch uses."""
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    model = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def load_note() -> str:
+    """The 1-minute load average against the core count: on a shared machine, times depend on it."""
+    with contextlib.suppress(OSError, AttributeError):
+        return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    return "load average unknown"
+
+
+def write_results(title: str, device: str, note: str, table: str) -> None:
+    """Append one section to benchmarks/RESULTS.md (re-read at write time: other benchmarks append too)."""
+    stamp = datetime.date.today().isoformat()
+    header = f"\n## {title} · {machine_name(device)} · torch {torch.__version__} · {stamp}\n\n"
+    with RESULTS.open("a") as f:
+        f.write(header + f"{note}\n\n" + table)
