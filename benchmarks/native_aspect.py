@@ -42,7 +42,8 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from minisora import MiniSora, world
 from minisora.data import ShapesWorld
-from minisora.evaluate import find_objects, mean_scores, score
+from minisora.evaluate import mean_scores, score
+from minisora.perceive import find_objects
 from minisora.pipeline import loop_seam
 from minisora.train import train_dit, train_vae
 
@@ -180,9 +181,9 @@ def prompting_table(model: MiniSora, args) -> list[list[str]]:
         seams.append(loop_seam(model.loop(prompt, seed=k, **options))["ratio"])
         plain.append(loop_seam(model.generate(prompt, seed=k, **options))["ratio"])
         clip = world.render(prompt, 9, 32, 32, seed=200 + k).video
-        longer = model.extend(clip, prompt, num_frames=8, seed=k, **options)
+        longer = model.extend(clip, prompt, new_frames=8, seed=k, **options)
         forward.append(continuity(clip, longer[9:], prompt))
-        earlier = model.extend(clip, prompt, direction="backward", num_frames=8, seed=k, **options)
+        earlier = model.extend(clip, prompt, direction="backward", new_frames=8, seed=k, **options)
         backward.append(continuity(clip, earlier[:8], prompt))
 
     def row(label, values, fmt="{:.2f}"):

@@ -144,40 +144,18 @@ def _add_prompting_commands(sub) -> None:
     p.add_argument("--fps", type=int, default=None, help="frames per second (default: the model's, 8 in tiny)")
 
 
-def _read_frames(path: str):
-    """A .png/.jpg/.gif/.mp4 file -> (T, H, W, 3) uint8 frames (an image is one frame)."""
-    import imageio.v3 as iio
-    import numpy as np
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no file at '{path}'")
-    try:
-        frames = np.stack([np.asarray(frame) for frame in iio.imiter(path)])
-    except Exception as err:  # imageio raises many types for unreadable files; say which file it was
-        raise ValueError(f"cannot read '{path}' ({type(err).__name__}: {err}); use .png/.jpg/.gif, or .mp4 with "
-                         f"imageio-ffmpeg installed") from err
-    if frames.ndim == 3:  # grayscale
-        frames = np.repeat(frames[..., None], 3, axis=-1)
-    return np.ascontiguousarray(frames[..., :3]).astype(np.uint8)
-
-
 def _write(frames, out: str, fps: int) -> str:
-    from .viz import save_video
+    from .frames import save_image, save_video
 
     if Path(out).suffix.lower() in (".png", ".jpg", ".jpeg"):
-        import imageio.v3 as iio
-
-        if frames.ndim == 4:
-            raise ValueError(f"'{out}' is an image file but the result is a video: use .gif or .mp4")
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        iio.imwrite(out, frames)
-        return out
+        return str(save_image(frames, out))
     return str(save_video(frames if frames.ndim == 4 else frames[None], out, fps=fps))
 
 
 def cmd_prompting(args) -> None:
+    from . import prompting, sampling
+    from .frames import read_video
     from .pipeline import MiniSora
-    from .prompting import loop_seam
 
     model = MiniSora.from_pretrained(args.model)
     data = model.config.data
@@ -185,26 +163,27 @@ def cmd_prompting(args) -> None:
     options = {"steps": args.steps, "guidance": args.guidance, "seed": args.seed, "sampler": args.sampler,
                "progress": not args.no_progress}
     if args.command == "image":
-        result = model.generate_image(args.prompt, **size, **options)
+        result = sampling.generate_image(model, args.prompt, **size, **options)
     elif args.command == "animate":
-        result = model.animate(_read_frames(args.image)[0], args.prompt, num_frames=args.frames, **size, **options)
+        result = prompting.animate(model, read_video(args.image)[0], args.prompt, num_frames=args.frames, **size,
+                                   **options)
     elif args.command == "extend":
-        result = model.extend(_read_frames(args.video), args.prompt, direction=args.direction, num_frames=args.frames,
-                              context_frames=args.context_frames, **size, **options)
+        result = prompting.extend(model, read_video(args.video), args.prompt, direction=args.direction,
+                                  new_frames=args.frames, context_frames=args.context_frames, **size, **options)
     elif args.command == "loop":
         if args.video is None and args.prompt is None:
             raise ValueError("loop needs --video (a video to close) or --prompt (to generate one first)")
-        source = args.prompt if args.video is None else _read_frames(args.video)
-        result = model.loop(source, prompt=args.prompt, num_frames=args.frames, **size, **options)
-        seam = loop_seam(result)
+        source = args.prompt if args.video is None else read_video(args.video)
+        result = prompting.loop(model, source, prompt=args.prompt, new_frames=args.frames, **size, **options)
+        seam = prompting.loop_seam(result)
         print(f"loop seam: {seam['seam']:.1f} vs {seam['step']:.1f} per frame on average (ratio {seam['ratio']:.2f})")
     elif args.command == "edit":
-        result = model.edit(_read_frames(args.video), args.prompt, strength=args.strength, **size, **options)
+        result = prompting.edit(model, read_video(args.video), args.prompt, strength=args.strength, **size, **options)
     elif args.command == "connect":
-        result = model.connect(_read_frames(args.video_a), _read_frames(args.video_b), num_frames=args.frames,
-                               prompt=args.prompt, **size, **options)
+        result = prompting.connect(model, read_video(args.video_a), read_video(args.video_b), new_frames=args.frames,
+                                   prompt=args.prompt, **size, **options)
     else:
-        result = model.generate_long(args.prompt, seconds=args.seconds, fps=args.fps, **size, **options)
+        result = prompting.generate_long(model, args.prompt, seconds=args.seconds, fps=args.fps, **size, **options)
     print(f"wrote {_write(result, args.out, fps=getattr(args, 'fps', None) or data.fps)}")
 
 
@@ -222,8 +201,9 @@ def cmd_demo(args) -> None:
 
     from .config import smoke_mode
     from .pipeline import MiniSora
+    from .frames import save_video
     from .train import train_dit, train_vae
-    from .viz import save_video, video_row
+    from .viz import video_row
 
     started = time.time()
     torch.manual_seed(args.seed)
@@ -312,12 +292,13 @@ def cmd_train(args) -> None:
 
 
 def cmd_sample(args) -> None:
+    from .frames import save_video
     from .pipeline import MiniSora
-    from .viz import save_video
+    from .sampling import generate
 
     model = MiniSora.from_pretrained(args.model)
-    video = model.generate(args.prompt, num_frames=args.frames, height=args.height, width=args.width,
-                           steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler)
+    video = generate(model, args.prompt, num_frames=args.frames, height=args.height, width=args.width,
+                     steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler)
     print(f"wrote {save_video(video, args.out, fps=model.config.data.fps)}")
 
 

@@ -2,18 +2,18 @@
 
     item = {"video": (3, T, H, W) float32 in [-1, 1], "caption": str, "truth": {...}}
 
-Only ShapesWorld has "truth" (per-frame ground truth, see minisora.world.simulate). Sources:
+Only ShapesWorld has "truth" (per-frame ground truth, see minisora.world.simulate). Every dataset
+has a `.size` (frames, height, width). Sources:
 
     ShapesWorld         procedural shapes (minisora.world): the default, exact, nothing to download
-    MovingDigits        scikit-learn's bundled 8x8 digits bouncing around a frame (offline)
+    MovingDigits        scikit-learn's bundled 8x8 digits bouncing around a frame (offline), after
+                        Moving MNIST (Srivastava et al., arXiv:1502.04681)
     mnist_dataset       the same with MNIST digits, through Hugging Face `datasets` (needs the hub)
     VideoFolder         your own .mp4/.gif clips plus a captions file
     HFVideoDataset      any `datasets.Dataset` of images (1-frame videos) or videos with a caption column
     make_dataset        picks one of these from a DataConfig
 
-Sora trains on videos at their native sizes instead of cropping everything to one square. A batch still
-needs one shape, so `BucketBatchSampler` groups items by (frames, height, width): each batch comes from
-one bucket, and different batches may have different sizes.
+Items may come in several sizes; minisora.batching decides which items form each batch.
 """
 
 from __future__ import annotations
@@ -21,17 +21,16 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Sequence
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
-from . import world
+from . import physics, world
 from .config import DataConfig
+from .frames import fit_video, read_video
 
 VIDEO_EXTENSIONS = (".mp4", ".gif", ".webm", ".mov", ".avi")
 
@@ -39,32 +38,6 @@ VIDEO_EXTENSIONS = (".mp4", ".gif", ".webm", ".mov", ".avi")
 def _check_size(num_frames: int, height: int, width: int) -> None:
     if min(num_frames, height, width) < 1:
         raise ValueError(f"num_frames, height and width must be >= 1, got {(num_frames, height, width)}")
-
-
-def fit_video(frames, height: int, width: int) -> torch.Tensor:
-    """Frames (T, H, W), (T, H, W, 1|3|4) -> video (3, T, height, width) float32 in [-1, 1].
-
-    Integer frames are 0..255, float frames 0..1. The frames are centre-cropped to the aspect ratio of
-    (height, width) first, so nothing is stretched, then resized with antialiasing.
-    """
-    x = torch.tensor(np.asarray(frames))  # a copy: decoded frames are often read-only
-    if x.ndim == 3:  # grayscale
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4) or 0 in x.shape:
-        raise ValueError(f"expected frames shaped (T, H, W) or (T, H, W, 1|3|4), got {tuple(x.shape)}")
-    x = x.float() if x.is_floating_point() else x.float() / 255
-    x = x[..., :3].expand(-1, -1, -1, 3) if x.shape[-1] == 1 else x[..., :3]  # gray -> RGB, drop alpha
-    x = rearrange(x, "t h w c -> t c h w")
-    h, w = x.shape[-2:]
-    if w * height > h * width:  # too wide: keep the middle columns
-        keep = max(1, round(h * width / height))
-        x = x[..., (w - keep) // 2:(w - keep) // 2 + keep]
-    else:  # too tall: keep the middle rows
-        keep = max(1, round(w * height / width))
-        x = x[..., (h - keep) // 2:(h - keep) // 2 + keep, :]
-    if x.shape[-2:] != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    return rearrange(x.clamp(0, 1) * 2 - 1, "t c h w -> c t h w").contiguous()
 
 
 class ShapesWorld(Dataset):
@@ -135,6 +108,7 @@ class ShapesWorld(Dataset):
 
     @staticmethod
     def vocabulary() -> list[str]:
+        """Every word a caption of the world can hold, sorted (build a tokenizer from it)."""
         return world.vocabulary()
 
 
@@ -190,7 +164,7 @@ class MovingDigits(Dataset):
         lo, hi = np.full((n, 2), half), np.array([[W - half, H - half]] * n)
         start = lo + rng.random((n, 2)) * np.maximum(hi - lo, 0)
         speed = rng.uniform(*world.SPEED_RANGE, size=(n, 1)) * W
-        positions, _ = world.bounce(start, np.array([world.MOTIONS[m] for m in motions]) * speed, lo, hi, T)
+        positions, _ = physics.bounce(start, np.array([world.MOTIONS[m] for m in motions]) * speed, lo, hi, T)
         corners = np.clip(np.rint(positions - half).astype(int), 0, [max(W - self.side, 0), max(H - self.side, 0)])
         frames = torch.zeros(T, H, W)
         for t in range(T):
@@ -203,6 +177,7 @@ class MovingDigits(Dataset):
 
     @staticmethod
     def vocabulary() -> list[str]:
+        """Every word a caption can hold, sorted (build a tokenizer from it)."""
         return sorted(set(world.vocabulary()) | {"the", "digit", *map(str, range(10))})
 
 
@@ -223,23 +198,6 @@ def mnist_dataset(split: str = "train", **kwargs) -> MovingDigits:
             "DataConfig(dataset='digits') or minisora.data.MovingDigits()") from error
     images = np.stack([np.asarray(image, dtype=np.float32) for image in table["image"]]) / 255
     return MovingDigits(images=images, labels=np.asarray(table["label"]), **kwargs)
-
-
-def read_video(path: str | Path, num_frames: int) -> np.ndarray:
-    """The first num_frames frames of a video file (anything imageio reads) as (T, H, W[, C]) uint8."""
-    frames = []
-    try:
-        for frame in iio.imiter(path):
-            frames.append(frame)
-            if len(frames) == num_frames:
-                break
-    except Exception as error:  # imageio raises many types for broken files; say which file it was
-        raise ValueError(f"cannot read video {path} ({type(error).__name__}: {error}); is it a valid .mp4/.gif? "
-                         "(.mp4 needs `pip install imageio-ffmpeg`)") from error
-    if len(frames) < num_frames:
-        raise ValueError(f"video {path} has {len(frames)} frames but num_frames={num_frames}; "
-                         f"use num_frames <= {len(frames)} or a longer clip")
-    return np.stack(frames)
 
 
 def _read_captions(path: Path) -> list[tuple[str, str]]:
@@ -389,43 +347,3 @@ def make_dataset(data_cfg: DataConfig, seed: int = 0, length: int = 10_000, hold
                              "video_column= or image_column=")
         return HFVideoDataset(**kwargs, **size)
     raise ValueError(f"unknown dataset {name!r}; choose one of 'shapes', 'digits', 'mnist', 'folder', 'hf'")
-
-
-class BucketBatchSampler(Sampler):
-    """Batches of indices whose items share one (frames, height, width); pass as DataLoader(batch_sampler=).
-
-    sizes: each item's (frames, height, width), e.g. for a ConcatDataset of parts with a `.size`:
-    `[part.size for part in concat.datasets for _ in range(len(part))]`. Each epoch shuffles within
-    every bucket and then the order of batches, deterministically from (seed, epoch); call
-    set_epoch(epoch) before each epoch for a new order.
-    """
-
-    def __init__(self, sizes: Sequence[tuple[int, int, int]], batch_size: int, seed: int = 0,
-                 drop_last: bool = False):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.buckets: dict[tuple[int, int, int], list[int]] = {}
-        for index, size in enumerate(sizes):
-            self.buckets.setdefault(tuple(int(s) for s in size), []).append(index)
-        self.batch_size, self.seed, self.drop_last, self.epoch = batch_size, seed, drop_last, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _batches(self) -> list[list[int]]:
-        rng = np.random.default_rng((self.seed, self.epoch))
-        batches = []
-        for size in sorted(self.buckets):  # sorted: the same order whatever order sizes came in
-            order = rng.permutation(self.buckets[size])
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start:start + self.batch_size].tolist()
-                if len(batch) == self.batch_size or not self.drop_last:
-                    batches.append(batch)
-        return [batches[j] for j in rng.permutation(len(batches))]
-
-    def __iter__(self):
-        return iter(self._batches())
-
-    def __len__(self) -> int:
-        full = sum(len(b) // self.batch_size for b in self.buckets.values())
-        return full if self.drop_last else sum(-(-len(b) // self.batch_size) for b in self.buckets.values())

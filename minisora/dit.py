@@ -207,12 +207,12 @@ class DiT(nn.Module):
         Returns:
             v `(B, C, T', H', W')`.
         """
-        b, num_frames = self._check_inputs(zt, t, context, context_mask)
+        b, num_latent_frames = self._check_inputs(zt, t, context, context_mask)
         tokens, grid = self.patchifier.patchify(zt)  # (B, N, patch_dim)
         x = rearrange(self.patch_embed(tokens), "b (t s) d -> b t s d", t=grid[0])  # (B, nT, S, D)
 
         if t.dim() == 1:
-            t = t[:, None].expand(b, num_frames)
+            t = t[:, None].expand(b, num_latent_frames)
         c = self.time_mlp(timestep_embedding(t))  # (B, T', D)
         # A patch spanning pt latent frames averages their embeddings (exact for the default pt = 1).
         c = reduce(c, "b (t pt) d -> b t 1 d", "mean", pt=self.cfg.patch_size[0])  # (B, nT, 1, D)
@@ -237,16 +237,16 @@ class DiT(nn.Module):
     def _check_inputs(self, zt, t, context, context_mask) -> tuple[int, int]:
         if zt.dim() != 5 or zt.shape[1] != self.latent_channels:
             raise ValueError(f"zt must be (B, {self.latent_channels}, T', H', W'), got {tuple(zt.shape)}")
-        b, num_frames = zt.shape[0], zt.shape[2]
-        if tuple(t.shape) not in ((b, num_frames), (b,)):
-            raise ValueError(f"t must be (B, T') = {(b, num_frames)} (one timestep per latent frame) or (B,), "
+        b, num_latent_frames = zt.shape[0], zt.shape[2]
+        if tuple(t.shape) not in ((b, num_latent_frames), (b,)):
+            raise ValueError(f"t must be (B, T') = {(b, num_latent_frames)} (one timestep per latent frame) or (B,), "
                              f"got {tuple(t.shape)}")
         if context is not None and (context.dim() != 3 or context.shape[0] != b or context.shape[2] != self.text_dim):
             raise ValueError(f"context must be (B, L, {self.text_dim}) with B={b}, got {tuple(context.shape)}")
         if context_mask is not None and (context is None or context_mask.shape != context.shape[:2]
                                          or context_mask.dtype != torch.bool):
             raise ValueError("context_mask must be a bool tensor (B, L) matching context (True = real word)")
-        return b, num_frames
+        return b, num_latent_frames
 
     def num_params(self) -> int:
         """Number of parameters."""

@@ -83,18 +83,18 @@ def conditioning_mask(batch: int, num_latent_frames: int, probs: dict[str, float
         raise ValueError(f"conditioning probabilities must be >= 0 with a positive sum, got {probs}")
     if num_latent_frames < 1:
         raise ValueError(f"num_latent_frames must be >= 1, got {num_latent_frames}")
-    n = num_latent_frames
     gen_device = _generator_device(generator)
     pattern = torch.multinomial(weights.to(gen_device), batch, replacement=True, generator=generator)  # (B,)
-    k = torch.randint(1, max(n, 2), (batch, 1), generator=generator, device=gen_device)
-    k_end = torch.randint(1, max((n - 1) // 2, 1) + 1, (batch, 1), generator=generator, device=gen_device)
-    frame = torch.arange(n, device=gen_device)  # (T',)
+    k = torch.randint(1, max(num_latent_frames, 2), (batch, 1), generator=generator, device=gen_device)
+    k_end = torch.randint(1, max((num_latent_frames - 1) // 2, 1) + 1, (batch, 1), generator=generator,
+                          device=gen_device)
+    frame = torch.arange(num_latent_frames, device=gen_device)  # (T',)
     candidates = torch.stack([
-        torch.zeros(batch, n, dtype=torch.bool, device=gen_device),  # none
-        (frame < 1).expand(batch, n),  # first
+        torch.zeros(batch, num_latent_frames, dtype=torch.bool, device=gen_device),  # none
+        (frame < 1).expand(batch, num_latent_frames),  # first
         frame < k,  # first_k
-        frame >= n - k,  # last_k
-        (frame < k_end) | (frame >= n - k_end),  # both_ends
+        frame >= num_latent_frames - k,  # last_k
+        (frame < k_end) | (frame >= num_latent_frames - k_end),  # both_ends
     ])  # (patterns, B, T')
     mask = candidates[pattern, torch.arange(batch, device=gen_device)]  # (B, T')
     mask[mask.all(dim=1)] = False
@@ -153,15 +153,16 @@ def sample(velocity_fn: VelocityFn, noise: torch.Tensor, steps: int, sampler: st
         progress: show a tqdm progress bar.
     """
     _check_sample_args(noise, steps, sampler, shift, cond, cond_mask, z_init, t_start)
-    b, n = noise.shape[0], noise.shape[2]
-    given = torch.zeros(b, n, dtype=torch.bool, device=noise.device) if cond_mask is None else cond_mask
+    b, num_latent_frames = noise.shape[0], noise.shape[2]
+    no_given = torch.zeros(b, num_latent_frames, dtype=torch.bool, device=noise.device)
+    given = no_given if cond_mask is None else cond_mask
     given_5d = rearrange(given, "b t -> b 1 t 1 1")
 
     def hold_given(z):  # put the given frames back, exactly
         return z if cond is None else torch.where(given_5d, cond.to(z), z)
 
     def velocity(z, t: float):  # given frames are clean: their t is 0
-        return velocity_fn(z, torch.full((b, n), t, device=z.device).masked_fill(given, 0.0))
+        return velocity_fn(z, torch.full((b, num_latent_frames), t, device=z.device).masked_fill(given, 0.0))
 
     if z_init is not None and t_start == 0:  # nothing to denoise
         return hold_given(z_init.clone())
@@ -218,14 +219,15 @@ def guided_velocity(model_fn: Callable, context: torch.Tensor, context_mask: tor
 
 def _frame_times(t: torch.Tensor | float, z: torch.Tensor) -> torch.Tensor:
     """t (a number, `(B,)` or `(B, T')`) -> `(B, T')` for latents z `(B, C, T', H', W')`."""
-    b, n = z.shape[0], z.shape[2]
+    b, num_latent_frames = z.shape[0], z.shape[2]
     t = torch.as_tensor(t, device=z.device)
     if t.dim() == 0:
-        return t.expand(b, n)
+        return t.expand(b, num_latent_frames)
     if tuple(t.shape) == (b,):
-        return t[:, None].expand(b, n)
-    if tuple(t.shape) != (b, n):
-        raise ValueError(f"t must be (B, T') = {(b, n)} or (B,) for latents {tuple(z.shape)}, got {tuple(t.shape)}")
+        return t[:, None].expand(b, num_latent_frames)
+    if tuple(t.shape) != (b, num_latent_frames):
+        raise ValueError(f"t must be (B, T') = {(b, num_latent_frames)} or (B,) for latents {tuple(z.shape)}, "
+                         f"got {tuple(t.shape)}")
     return t
 
 

@@ -3,16 +3,21 @@
     prompt --Tokenizer--> ids --TextEncoder--> context (B, L, Dtxt)
     noise (B, C, T', H', W') --DiT + rectified-flow sampler--> z0 --VideoVAE.decode--> video (T, H, W, 3)
 
-`MiniSora` owns the four parts (tokenizer, text encoder, VAE, DiT) and the config they were built from.
-It is an `nn.Module`, so `.to(device)`, `.state_dict()` and friends work as usual, and it saves to a
-folder that holds only JSON and safetensors (nothing is ever unpickled):
+The recipe of Sora ("Video generation models as world simulators", OpenAI 2024): a diffusion
+transformer (arXiv:2212.09748) on spacetime patches of a compressed latent video, as latent diffusion
+(arXiv:2112.10752) does for images. `MiniSora` owns the four parts (tokenizer, text encoder, VAE, DiT)
+and the config they were built from, and converts between their formats: prompts -> context
+(`encode_prompts`), pixels <-> latents (`pixels_to_latent`, `latent_to_pixels`). It is an `nn.Module`,
+so `.to(device)`, `.state_dict()` and friends work as usual, and it saves to a folder that holds only
+JSON and safetensors (nothing is ever unpickled):
 
     model = MiniSora.from_preset("tiny")          # untrained, sizes from config.get_preset("tiny")
     video = model.generate("a red circle moves to the right", seed=0)   # (T, H, W, 3) uint8
     model.save_pretrained("my_model");  model = MiniSora.from_pretrained("my_model")
 
-Sora's other prompting modes (image-to-video, extension, connecting, loops, editing, long videos)
-live in prompting.py; `MiniSora` inherits them.
+How it is sampled lives apart, as functions that take the model: text-to-video in sampling.py, the
+other prompting modes (image-to-video, extension, connecting, loops, editing, long videos) in
+prompting.py. `model.generate(...)`, `model.extend(...)` ... are those functions, attached as methods.
 """
 
 from __future__ import annotations
@@ -29,20 +34,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import flow
+from . import prompting, sampling
 from .config import MiniSoraConfig, get_preset
 from .dit import DiT
-from .prompting import PromptingMixin
-from .text import TextEncoder, Tokenizer, split_words
+from .frames import to_model, to_uint8
+from .text import TextEncoder, Tokenizer
 from .vae import VideoVAE, check_video_size
-from .viz import to_uint8
-from .world import vocabulary
+from .world import split_words, vocabulary
 
 FORMAT_VERSION = 1
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 
 
-class MiniSora(PromptingMixin, nn.Module):
+class MiniSora(nn.Module):
     """Tokenizer + text encoder + video VAE + diffusion transformer, with sampling and (de)serialisation."""
 
     def __init__(self, config: MiniSoraConfig, tokenizer: Tokenizer):
@@ -83,68 +87,32 @@ class MiniSora(PromptingMixin, nn.Module):
                 sample = ", ".join(self.tokenizer.vocab[2:14])
                 raise ValueError(f"no word of the prompt {prompt!r} is in this model's vocabulary "
                                  f"(unknown: {', '.join(unknown)}); use words it was trained on, such as: {sample}")
-        ids, mask = self.tokenizer.encode(prompts, self.config.text.max_len)
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        return self.text_encoder(ids, mask), mask
+        ids, context_mask = self.tokenizer.encode(prompts, self.config.text.max_len)
+        ids, context_mask = ids.to(self.device), context_mask.to(self.device)
+        return self.text_encoder(ids, context_mask), context_mask
 
-    # ---------------------------------------------------------------- sampling
+    # ---------------------------------------------------------------- latents <-> pixels
     @torch.no_grad()
-    def sample_latents(self, prompts: list[str], num_frames: int, height: int, width: int, *, steps: int,
-                       guidance: float, seed: int, sampler: str, cond: torch.Tensor | None = None,
-                       cond_mask: torch.Tensor | None = None, z_init: torch.Tensor | None = None,
-                       t_start: float = 1.0, callback=None, progress: bool = True) -> torch.Tensor:
-        """The shared engine of every prompting mode: denoise (B, C, T', H', W') latents from noise.
-
-        `cond`/`cond_mask` give clean latent frames to keep (image-to-video, extension, connecting);
-        `z_init` with `t_start < 1` starts from a partly noised video (SDEdit). Noise comes from a CPU
-        generator seeded with `seed`, so a seed gives the same video on the same device.
-        `prompts=[None]` samples without text (the unconditional velocity that text dropout trained).
-        """
-        shape = self.latent_shape(num_frames, height, width)
-        generator = torch.Generator().manual_seed(seed)
-        noise = torch.randn((len(prompts), *shape), generator=generator).to(self.device)
-        if prompts == [None]:  # no text: the DiT reads only its learned null token, as in text dropout
-            context = torch.zeros(1, 1, self.config.text.dim, device=self.device)
-            context_mask, guidance = torch.zeros(1, 1, dtype=torch.bool, device=self.device), 1.0
-        else:
-            context, context_mask = self.encode_prompts(prompts)
-        velocity_fn = flow.guided_velocity(self.dit, context, context_mask, guidance)
-        num_tokens = int(np.prod([s // p for s, p in zip(shape[1:], self.config.dit.patch_size)]))
-        shift = flow.resolution_shift(self.config.flow.shift, num_tokens, self.config.flow.base_tokens)
-
-        return flow.sample(velocity_fn, noise, steps, sampler=sampler, shift=shift, cond=cond,
-                           cond_mask=cond_mask, z_init=z_init, t_start=t_start, callback=callback,
-                           progress=progress)
+    def pixels_to_latent(self, video: np.ndarray) -> torch.Tensor:
+        """Pixels (T, H, W, 3) uint8 -> normalised latent z0 (1, C, T', H', W') on the model's device."""
+        return self.vae.encode_latent(to_model(video, self.device))
 
     @torch.no_grad()
-    def generate(self, prompt: str, num_frames: int | None = None, height: int | None = None,
-                 width: int | None = None, steps: int | None = None, guidance: float | None = None,
-                 seed: int = 0, sampler: str | None = None, callback=None, progress: bool = True) -> np.ndarray:
-        """Text-to-video. Returns (T, H, W, 3) uint8. Sizes default to the training size of the preset.
-
-        callback(step, t, zt, z0_pred) is called at every sampling step with latents (for scrubbing).
-        """
-        data, flow_cfg = self.config.data, self.config.flow
-        num_frames = data.num_frames if num_frames is None else num_frames
-        height, width = data.height if height is None else height, data.width if width is None else width
-        self.eval()
-        z0 = self.sample_latents([prompt], num_frames, height, width,
-                                 steps=flow_cfg.steps if steps is None else steps,
-                                 guidance=flow_cfg.guidance if guidance is None else guidance, seed=seed,
-                                 sampler=sampler or flow_cfg.sampler, callback=callback, progress=progress)
+    def latent_to_pixels(self, z0: torch.Tensor) -> np.ndarray:
+        """Normalised latent z0 (1, C, T', H', W') -> pixels (T, H, W, 3) uint8."""
         return to_uint8(self.vae.decode_latent(z0)[0])
 
-    @torch.no_grad()
-    def generate_image(self, prompt: str, height: int | None = None, width: int | None = None,
-                       **options) -> np.ndarray:
-        """Text-to-image: a one-frame video. Returns (H, W, 3) uint8.
-
-        The causal VAE encodes frame 0 on its own, so an image is simply a video of one frame and the
-        same weights make both. `options` are generate's: steps, guidance, seed, sampler, progress.
-
-            image = model.generate_image("a large blue square", height=32, width=64, seed=0)  # (32, 64, 3)
-        """
-        return self.generate(prompt, num_frames=1, height=height, width=width, **options)[0]
+    # ---------------------------------------------------------------- prompting modes
+    # The functions of sampling.py and prompting.py, attached as methods: `model.generate(prompt)` runs
+    # `sampling.generate(model, prompt)` itself (same signature, same docstring), nothing in between.
+    generate = sampling.generate
+    generate_image = sampling.generate_image
+    animate = prompting.animate
+    extend = prompting.extend
+    connect = prompting.connect
+    loop = prompting.loop
+    edit = prompting.edit
+    generate_long = prompting.generate_long
 
     # ---------------------------------------------------------------- saving and loading
     def save_pretrained(self, directory: str | os.PathLike, card_notes: list[str] | None = None) -> Path:

@@ -1,39 +1,33 @@
 """Text conditioning: a word-level tokenizer and a small transformer text encoder.
 
-Sora conditions on rich captions from a large language model. Our world's captions use a few dozen
-words ("a small red circle bounces to the left"), so a vocabulary built from the training captions
-and a two-layer transformer trained jointly with the DiT are enough, and every piece stays visible.
+Sora conditions on rich captions written by a language model (DALL-E 3's re-captioning); large
+generators encode them with a big pretrained text model (T5 in Imagen, arXiv:2205.11487). Our world's
+captions use a few dozen words ("a small red circle bounces to the left"), so a vocabulary built from the
+training captions and a two-layer transformer (arXiv:1706.03762) trained jointly with the DiT are enough,
+and every piece stays visible.
 
-    tokenizer = Tokenizer.from_captions(dataset.captions)
-    ids, mask = tokenizer.encode(["a red circle moves left"], max_len=24)   # (B, L) long, (B, L) bool
-    context = TextEncoder(cfg.text, tokenizer.vocab_size)(ids, mask)       # (B, L, dim)
+    tokenizer = Tokenizer.from_words(dataset.vocabulary())
+    ids, context_mask = tokenizer.encode(["a red circle moves left"], max_len=24)  # (B, L) long, (B, L) bool
+    context = TextEncoder(cfg.text, tokenizer.vocab_size)(ids, context_mask)      # (B, L, dim)
 
-A word the tokenizer has never seen becomes `<unk>` and a warning names it: the model cannot know
-what it means, and silently ignoring it would hide why a prompt "did nothing".
+Words are cut by `world.split_words`, the splitter the evaluator uses too. A word the tokenizer has never
+seen becomes `<unk>` and a warning names it: the model cannot know what it means, and silently ignoring
+it would hide why a prompt "did nothing".
 """
 
 from __future__ import annotations
 
-import re
 import warnings
 from typing import Iterable
 
 import torch
 from torch import nn
 
-from minisora.config import TextConfig
+from .config import TextConfig
+from .world import split_words
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
-
-# A word: letters/digits, optionally joined by inner hyphens or apostrophes ("up-left", "it's").
-# Everything else (punctuation, spaces) separates words.
-_WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
-
-
-def split_words(text: str) -> list[str]:
-    """Lowercase `text` and return its words with punctuation stripped."""
-    return _WORD.findall(text.lower())
 
 
 class Tokenizer:
@@ -70,7 +64,7 @@ class Tokenizer:
         return list(dict.fromkeys(w for w in split_words(prompt) if w not in self.word_to_id))
 
     def encode(self, prompts: list[str] | str, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts -> (ids `(B, max_len)` long, mask `(B, max_len)` bool, True = a real word).
+        """Prompts -> (ids `(B, max_len)` long, context_mask `(B, max_len)` bool, True = a real word).
 
         Unknown words become `<unk>` and words beyond `max_len` are cut; each case warns
         (UserWarning) saying which words. An empty prompt gives an all-False mask row.
@@ -80,7 +74,7 @@ class Tokenizer:
         if max_len < 1:
             raise ValueError(f"max_len must be at least 1, got {max_len}")
         ids = torch.full((len(prompts), max_len), PAD_ID, dtype=torch.long)
-        mask = torch.zeros(len(prompts), max_len, dtype=torch.bool)
+        context_mask = torch.zeros(len(prompts), max_len, dtype=torch.bool)
         unknown, truncated = [], []
         for row, prompt in enumerate(prompts):
             words = split_words(prompt)
@@ -89,7 +83,7 @@ class Tokenizer:
                 words = words[:max_len]
             unknown += [w for w in words if w not in self.word_to_id and w not in unknown]
             ids[row, : len(words)] = torch.tensor([self.word_to_id.get(w, UNK_ID) for w in words], dtype=torch.long)
-            mask[row, : len(words)] = True
+            context_mask[row, : len(words)] = True
         if unknown:
             warnings.warn(f"unknown words {unknown} are not in the tokenizer's {self.vocab_size}-word vocabulary; "
                           f"they become <unk> and the model cannot follow them. Rephrase with known words "
@@ -97,13 +91,13 @@ class Tokenizer:
         if truncated:
             warnings.warn(f"prompts longer than max_len={max_len} words were cut: {'; '.join(truncated)}",
                           UserWarning, stacklevel=2)
-        return ids, mask
+        return ids, context_mask
 
-    def decode(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> list[str]:
-        """ids `(B, L)` (and optional mask) -> one string per row; padding is left out."""
-        mask = ids != PAD_ID if mask is None else mask
+    def decode(self, ids: torch.Tensor, context_mask: torch.Tensor | None = None) -> list[str]:
+        """ids `(B, L)` (and optionally their context_mask) -> one string per row; padding is left out."""
+        context_mask = ids != PAD_ID if context_mask is None else context_mask
         return [" ".join(self.vocab[i] for i, keep in zip(row.tolist(), keep_row.tolist()) if keep)
-                for row, keep_row in zip(ids, mask)]
+                for row, keep_row in zip(ids, context_mask)]
 
     def to_dict(self) -> dict:
         """JSON-serialisable form; `Tokenizer.from_dict` restores exactly the same ids."""
@@ -139,23 +133,23 @@ class TextEncoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim)
         nn.init.normal_(self.token_embed.weight, std=0.02)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """ids `(B, L)` long, mask `(B, L)` bool (True = word) -> context `(B, L, dim)`.
+    def forward(self, ids: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        """ids `(B, L)` long, context_mask `(B, L)` bool (True = word) -> context `(B, L, dim)`.
 
         Padding positions come out as zeros. A row with no words at all (a dropped or empty prompt)
         comes out as all zeros: the DiT's null token then stands for "no prompt".
         """
-        if ids.dim() != 2 or mask.shape != ids.shape or mask.dtype != torch.bool:
-            raise ValueError(f"expected ids (B, L) and a bool mask of the same shape, got "
-                             f"{tuple(ids.shape)} and {tuple(mask.shape)} {mask.dtype}")
+        if ids.dim() != 2 or context_mask.shape != ids.shape or context_mask.dtype != torch.bool:
+            raise ValueError(f"expected ids (B, L) and a bool context_mask of the same shape, got "
+                             f"{tuple(ids.shape)} and {tuple(context_mask.shape)} {context_mask.dtype}")
         if ids.shape[1] > self.max_len:
             raise ValueError(f"{ids.shape[1]} tokens but the text encoder holds positions for max_len="
                              f"{self.max_len}; encode prompts with max_len <= {self.max_len}")
         x = self.token_embed(ids) + self.pos_embed[: ids.shape[1]]  # (B, L, dim)
         # A row whose keys are all padding would softmax over nothing (NaN). Let such rows attend to
         # their padding instead; their output is zeroed below anyway.
-        empty = ~mask.any(dim=1, keepdim=True)  # (B, 1)
-        ignore = ~(mask | empty)  # (B, L), True = key to ignore (PyTorch's convention)
+        empty = ~context_mask.any(dim=1, keepdim=True)  # (B, 1)
+        ignore = ~(context_mask | empty)  # (B, L), True = key to ignore (PyTorch's convention)
         for layer in self.layers:
             x = layer(x, src_key_padding_mask=ignore)
-        return self.norm(x) * mask[..., None]
+        return self.norm(x) * context_mask[..., None]

@@ -9,11 +9,13 @@ Both stages share one loop, `fit`, which a student can read top to bottom:
 
 Native sizes: a dataset whose items come in several (frames, height, width), e.g. a ConcatDataset of
 ShapesWorld parts at 32x32, 32x64 and 1-frame images, trains as it is. Every batch then comes from one
-size bucket (`BatchPlan`), so one model learns every aspect ratio and length, images included, as Sora does.
+size bucket (minisora.batching), so one model learns every aspect ratio and length, images included, as
+Sora does.
 
 Because data and noise are functions of the step number alone, `resume=True` continues a run exactly
-where its last checkpoint left it: same data order, same noise, same result as a run never stopped.
-Ctrl-C is held until the current step ends, then a checkpoint is written and KeyboardInterrupt raised.
+where its last checkpoint (minisora.checkpoint) left it: same data order, same noise, same result as a
+run never stopped. Ctrl-C is held until the current step ends, then a checkpoint is written and
+KeyboardInterrupt raised.
 
 Several GPUs (or CPU processes): launch with `torchrun --nproc_per_node=N -m minisora train ...`. Each
 process takes its share of every global batch and PyTorch's DistributedDataParallel averages the
@@ -22,12 +24,8 @@ gradients (nccl on GPU, gloo on CPU); rank 0 alone writes checkpoints and shows 
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
-import signal
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -36,15 +34,15 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import ConcatDataset, Subset, default_collate
+from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 
 from . import flow
+from .batching import BatchPlan, batch_indices, item_sizes
+from .checkpoint import Checkpointer, HoldInterrupt, optimizer_from_tensors, optimizer_to_tensors
 from .config import FlowConfig, TrainConfig
-from .data import BucketBatchSampler
 
 
 # ---------------------------------------------------------------------------- objectives
@@ -62,7 +60,7 @@ class VAEObjective(nn.Module):
 class FlowObjective(nn.Module):
     """Rectified-flow loss of the DiT on clean latents, with text dropout and conditioning frames.
 
-    batch: {"z0": (B, C, T', H', W'), "ids": (B, L), "mask": (B, L) bool}
+    batch: {"z0": (B, C, T', H', W'), "ids": (B, L), "context_mask": (B, L) bool}
     """
 
     def __init__(self, text_encoder: nn.Module, dit: nn.Module, flow_cfg: FlowConfig,
@@ -71,76 +69,21 @@ class FlowObjective(nn.Module):
         self.text_encoder, self.dit, self.flow_cfg, self.patch_size = text_encoder, dit, flow_cfg, patch_size
 
     def forward(self, batch: dict, generator: torch.Generator) -> dict:
-        z0, ids, mask = batch["z0"], batch["ids"], batch["mask"]
+        z0, ids, context_mask = batch["z0"], batch["ids"], batch["context_mask"]
         cfg, device = self.flow_cfg, z0.device
         batch_size, num_latent_frames = z0.shape[0], z0.shape[2]
         # Dropping the prompt for ~10% of samples teaches the unconditional velocity for guidance.
         drop = (torch.rand(batch_size, generator=generator) < cfg.text_dropout).to(device)
-        mask = mask & ~drop[:, None]
-        context = self.text_encoder(ids, mask)
+        context_mask = context_mask & ~drop[:, None]
+        context = self.text_encoder(ids, context_mask)
         num_tokens = math.prod(s // p for s, p in zip(z0.shape[2:], self.patch_size))
         shift = flow.resolution_shift(cfg.shift, num_tokens, cfg.base_tokens)
         t = flow.sample_t(batch_size, generator, cfg.logit_mean, cfg.logit_std, shift).to(device)
         t = t[:, None].expand(batch_size, num_latent_frames)  # one noise level per video, per frame
         eps = torch.randn(z0.shape, generator=generator).to(device)
         cond_mask = flow.conditioning_mask(batch_size, num_latent_frames, cfg.cond_probs, generator).to(device)
-        loss = flow.flow_loss(lambda zt, tt: self.dit(zt, tt, context, mask), z0, t, eps, cond_mask)
+        loss = flow.flow_loss(lambda zt, tt: self.dit(zt, tt, context, context_mask), z0, t, eps, cond_mask)
         return {"loss": loss}
-
-
-# ---------------------------------------------------------------------------- data order
-def batch_indices(step: int, batch_size: int, length: int, seed: int) -> list[int]:
-    """Dataset indices of global batch `step`: consecutive slices of one seeded permutation per epoch."""
-    out, position = [], step * batch_size
-    while len(out) < batch_size:
-        epoch, offset = divmod(position, length)
-        order = torch.randperm(length, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        take = min(batch_size - len(out), length - offset)
-        out += order[offset:offset + take].tolist()
-        position += take
-    return out
-
-
-def item_sizes(dataset) -> list[tuple[int, int, int]]:
-    """(frames, height, width) of every item, read from `.size` (every minisora dataset has one) through
-    ConcatDataset and Subset, so nothing is rendered; a dataset without `.size` is taken to be all the
-    size of its first item."""
-    if isinstance(dataset, ConcatDataset):
-        return [size for part in dataset.datasets for size in item_sizes(part)]
-    if isinstance(dataset, Subset):
-        sizes = item_sizes(dataset.dataset)
-        return [sizes[i] for i in dataset.indices]
-    size = getattr(dataset, "size", None) or tuple(dataset[0]["video"].shape[1:])
-    return [tuple(size)] * len(dataset)
-
-
-class BatchPlan:
-    """Dataset indices of global batch `step`, a function of the step alone (so resume is exact).
-
-    One size: `batch_indices`. Several sizes: every batch is `batch_size` items of one (frames, height,
-    width) bucket, from data.BucketBatchSampler's seeded order for each epoch (drop_last: every batch is
-    full, so it splits evenly across processes); buckets take turns in proportion to their items.
-    """
-
-    def __init__(self, sizes: list[tuple[int, int, int]], batch_size: int, seed: int):
-        self.length, self.batch_size, self.seed = len(sizes), batch_size, seed
-        self.sampler = BucketBatchSampler(sizes, batch_size, seed=seed, drop_last=True)
-        if len(self.sampler.buckets) > 1:
-            small = {size: len(ix) for size, ix in self.sampler.buckets.items() if len(ix) < batch_size}
-            if small:
-                raise ValueError(f"size buckets {small} (frames, height, width): item count) hold fewer items than "
-                                 f"the batch size {batch_size}, so they would never be trained on; add items or "
-                                 f"lower the batch size")
-        self.epoch_batches: tuple[int, list[list[int]]] | None = None
-
-    def __call__(self, step: int) -> list[int]:
-        if len(self.sampler.buckets) == 1:
-            return batch_indices(step, self.batch_size, self.length, self.seed)
-        epoch, offset = divmod(step, len(self.sampler))
-        if self.epoch_batches is None or self.epoch_batches[0] != epoch:  # one epoch's order at a time
-            self.sampler.set_epoch(epoch)
-            self.epoch_batches = (epoch, list(self.sampler))
-        return self.epoch_batches[1][offset]
 
 
 def step_generator(seed: int, stage: str, step: int, rank: int = 0) -> torch.Generator:
@@ -163,81 +106,6 @@ def distributed_context() -> tuple[int, int, torch.device]:
         torch.cuda.set_device(local_rank)
         return rank, world_size, torch.device("cuda", local_rank)
     return rank, world_size, torch.device("cpu")
-
-
-# ---------------------------------------------------------------------------- checkpoints
-def _optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """Flatten an optimizer state_dict into safetensors-ready tensors + JSON-ready metadata."""
-    state = optimizer.state_dict()
-    tensors = {f"{index}.{name}": value.detach().cpu().contiguous()
-               for index, slots in state["state"].items() for name, value in slots.items()}
-    return tensors, {"param_groups": state["param_groups"]}
-
-
-def _optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
-    slots: dict[int, dict] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        slots.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
-
-
-class Checkpointer:
-    """Checkpoints as folders `step-0000200/` of safetensors + state.json, each written under a temporary
-    name and renamed when complete (a rename is atomic), then recorded in the file `latest`."""
-
-    def __init__(self, directory: str | os.PathLike, keep: int = 2):
-        self.directory, self.keep = Path(directory), keep
-
-    def save(self, step: int, tensors: dict[str, dict[str, torch.Tensor]], state: dict) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / f"step-{step:07d}"
-        tmp = self.directory / f".tmp-step-{step:07d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for name, group in tensors.items():
-            save_file(group, str(tmp / f"{name}.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({"step": step, **state}))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        latest_tmp = self.directory / ".latest.tmp"
-        latest_tmp.write_text(final.name)
-        os.replace(latest_tmp, self.directory / "latest")
-        for old in sorted(self.directory.glob("step-*"))[:-self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
-
-    def load_latest(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict] | None:
-        """(tensor groups, state) of the newest complete checkpoint, or None if there is none."""
-        pointer = self.directory / "latest"
-        if not pointer.exists():
-            return None
-        folder = self.directory / pointer.read_text().strip()
-        try:
-            state = json.loads((folder / "state.json").read_text())
-            tensors = {p.stem: load_file(str(p)) for p in folder.glob("*.safetensors")}
-        except Exception as err:  # a damaged checkpoint must say where it is, not crash deep inside
-            raise ValueError(f"checkpoint '{folder}' cannot be read ({err}); delete it to start over") from err
-        return tensors, state
-
-
-class _HoldInterrupt:
-    """Hold Ctrl-C until the current training step ends, so weights and optimizer state always agree."""
-
-    def __enter__(self):
-        self.pressed = False
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._remember)
-        return self
-
-    def _remember(self, signum, frame):
-        self.pressed = True
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-        return False
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -293,7 +161,7 @@ def fit(objective: nn.Module, make_batch: Callable[[int, int, int], dict], *, st
             raise ValueError(f"checkpoint in '{checkpoint_dir}' is from stage {state.get('stage')} at step "
                              f"{state['step']}; cannot resume stage {stage} for {steps} steps")
         objective.load_state_dict(tensors["model"])
-        _optimizer_from_tensors(optimizer, tensors.get("optimizer", {}), state["optimizer"])
+        optimizer_from_tensors(optimizer, tensors.get("optimizer", {}), state["optimizer"])
         if ema is not None:
             ema.load_state_dict(tensors["ema"])
         start, result.history = state["step"], [tuple(h) for h in state["history"]]
@@ -301,7 +169,7 @@ def fit(objective: nn.Module, make_batch: Callable[[int, int, int], dict], *, st
     def save(step: int) -> None:
         if checkpointer is None or rank != 0:
             return
-        opt_tensors, opt_meta = _optimizer_to_tensors(optimizer)
+        opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
         groups = {"model": objective.state_dict(), "optimizer": opt_tensors}
         if ema is not None:
             groups["ema"] = ema.state_dict()
@@ -312,7 +180,7 @@ def fit(objective: nn.Module, make_batch: Callable[[int, int, int], dict], *, st
     started = time.time()
     bar = tqdm(total=steps, initial=start, desc=f"train {stage}", disable=not progress or rank != 0)
     for step in range(start, steps):
-        with _HoldInterrupt() as held:
+        with HoldInterrupt() as held:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, steps, lr, train_cfg.warmup_steps)
             batch = make_batch(step, rank, world_size)
@@ -408,8 +276,8 @@ def train_dit(model, dataset, *, steps: int | None = None, batch_size: int | Non
         batch = _collate(dataset, indices, device)
         with torch.no_grad():
             z0 = model.vae.encode_latent(batch["video"])
-        ids, mask = model.tokenizer.encode(batch["caption"], model.config.text.max_len)
-        return {"z0": z0, "ids": ids.to(device), "mask": mask.to(device)}
+        ids, context_mask = model.tokenizer.encode(batch["caption"], model.config.text.max_len)
+        return {"z0": z0, "ids": ids.to(device), "context_mask": context_mask.to(device)}
 
     sizes = item_sizes(dataset)
     if cfg.latent_cache:

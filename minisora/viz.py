@@ -1,76 +1,19 @@
-"""Videos, grids and plots: turning tensors into things a person can look at.
+"""Grids and plots: turning videos into things a person can look at in a notebook.
 
 Every function takes the user-facing video format, numpy `(T, H, W, 3)` uint8, or a model tensor
-`(3, T, H, W)` / `(B, 3, T, H, W)` in [-1, 1]; `to_uint8` converts the latter into the former.
+`(3, T, H, W)` / `(1, 3, T, H, W)` in [-1, 1]; `frames.to_uint8` converts the latter into the former
+(files are written by `frames.save_video`).
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
-
-def to_uint8(video) -> np.ndarray:
-    """(3, T, H, W) tensor in [-1, 1] (or an already-uint8 (T, H, W, 3) array) -> (T, H, W, 3) uint8."""
-    if isinstance(video, np.ndarray) and video.dtype == np.uint8:
-        if video.ndim != 4 or video.shape[-1] != 3:
-            raise ValueError(f"expected a (T, H, W, 3) uint8 video, got shape {video.shape}")
-        return video
-    video = torch.as_tensor(video).detach().float().cpu()
-    if video.ndim == 5:
-        if video.shape[0] != 1:
-            raise ValueError(f"to_uint8 takes one video; got a batch of {video.shape[0]}: index it first")
-        video = video[0]
-    if video.ndim != 4 or video.shape[0] != 3:
-        raise ValueError(f"expected a (3, T, H, W) tensor in [-1, 1], got shape {tuple(video.shape)}")
-    pixels = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return pixels.permute(1, 2, 3, 0).numpy()  # (3,T,H,W) -> (T,H,W,3)
-
-
-def upscale(video: np.ndarray, factor: int) -> np.ndarray:
-    """Nearest-neighbour upscaling so 32x32 videos are visible on a screen. (T, H, W, 3) -> (T, fH, fW, 3)."""
-    return video.repeat(factor, axis=1).repeat(factor, axis=2) if factor > 1 else video
-
-
-def display_scale(height: int, target: int = 192) -> int:
-    """An integer zoom that brings a small video to about `target` pixels tall."""
-    return max(1, target // max(height, 1))
-
-
-def save_video(video, path: str | os.PathLike, fps: int = 8, scale: int | None = None) -> Path:
-    """Write a video as .gif (always available) or .mp4 (needs imageio-ffmpeg). Returns the path.
-
-    The file is written to a temporary name first and renamed, so an interrupted write never leaves a
-    half-written file behind.
-    """
-    import imageio.v2 as imageio
-
-    path = Path(path)
-    frames = to_uint8(video)
-    frames = upscale(frames, display_scale(frames.shape[1]) if scale is None else scale)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if path.suffix.lower() == ".gif":
-        imageio.mimsave(tmp, list(frames), duration=1000 / fps, loop=0)
-    elif path.suffix.lower() == ".mp4":
-        try:
-            import imageio_ffmpeg  # noqa: F401  (imageio needs it for mp4)
-        except ImportError as err:
-            raise RuntimeError("writing .mp4 needs imageio-ffmpeg: pip install imageio-ffmpeg "
-                               "(or save as .gif)") from err
-        # Codecs want sizes divisible by 16; pad rather than let ffmpeg rescale silently.
-        pad_h, pad_w = (-frames.shape[1]) % 16, (-frames.shape[2]) % 16
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
-        imageio.mimsave(tmp, list(frames), fps=fps, macro_block_size=1)
-    else:
-        raise ValueError(f"unsupported video extension '{path.suffix}': use .gif or .mp4")
-    os.replace(tmp, path)
-    return path
+from .frames import display_scale, to_uint8, upscale
 
 
 def video_row(videos, gap: int = 2) -> np.ndarray:

@@ -27,7 +27,7 @@ import ipywidgets as W
 import numpy as np
 import torch
 
-from .viz import to_uint8, video_html
+from .viz import video_html
 
 
 class TrajectoryStep(NamedTuple):
@@ -76,11 +76,9 @@ def run_sampling(model, prompt: str, num_frames: int, height: int, width: int, s
     """
     trajectory: list[TrajectoryStep] = []
 
-    def decode(z: torch.Tensor) -> np.ndarray:  # (1, C, T', H', W') -> (T, H, W, 3) uint8
-        return to_uint8(model.vae.decode_latent(z[:1])[0])
-
     def callback(step: int, t: float, zt: torch.Tensor, z0_pred: torch.Tensor) -> None:
-        trajectory.append(TrajectoryStep(float(t), decode(zt), decode(z0_pred)))
+        # latents (B, C, T', H', W') -> (T, H, W, 3) uint8 of the first video
+        trajectory.append(TrajectoryStep(float(t), model.latent_to_pixels(zt[:1]), model.latent_to_pixels(z0_pred[:1])))
         if on_step is not None:
             on_step(step)
 

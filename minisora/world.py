@@ -11,10 +11,16 @@ prompt (see minisora.evaluate) instead of squinting at it.
     parse_caption(text)      -> Scene                                       (the inverse, for prompts)
     simulate(scene, T, H, W) -> ground truth per frame: positions, velocities, masks, visibility
     render(scene or text)    -> WorldVideo(video (T, H, W, 3) uint8, truth, scene, caption)
+    split_words(text)        -> ["a", "small", "red", ...]: how every part of minisora cuts text into words
 
 Coordinates are pixels with x to the right and y down; pixel (row i, column j) covers [j, j+1) x [i, i+1),
 so its centre is (j + 0.5, i + 0.5). Drawing is vectorised: each object's signed distance (negative
-inside the shape) is evaluated for all T frames at once on the (T, H, W) pixel grid by numpy broadcasting.
+inside the shape, see minisora.physics) is evaluated for all T frames at once on the (T, H, W) pixel grid
+by numpy broadcasting.
+
+Worlds of simple objects with known physics are an old tool for asking whether a model understands
+motion: CLEVRER (arXiv:1910.01442) and Physion (arXiv:2106.08261) ask it of video models, Sora's report
+("Video generation models as world simulators", OpenAI 2024) claims it of a generator.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import physics
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 # Saturated colours far apart in hue, far from the dark background and from the grey occluder, so an
@@ -50,12 +58,6 @@ BACKGROUND = (16, 16, 24)
 OCCLUDER_COLOR = (128, 128, 128)
 SPEED_RANGE = (0.06, 0.10)  # fraction of the width per frame: 2-3 px per frame at 32x32
 GRAVITY = 0.012  # downward acceleration, fraction of the height per frame**2
-
-# Every shape has the area of a circle of its radius r, so "small"/"large" mean the same amount of colour.
-_SQUARE = np.pi**0.5 / 2  # half side
-_DIAMOND = (np.pi / 2) ** 0.5  # half diagonal
-_TRIANGLE = (4 * np.pi / 3**1.5) ** 0.5  # distance from centroid to a vertex
-_COS30 = 3**0.5 / 2
 
 
 @dataclass
@@ -197,9 +199,18 @@ _MOTION_OF = {(int(np.sign(dx)), int(np.sign(dy))): name for name, (dx, dy) in M
 _ADJECTIVES = {"a", "an", "the", "one", *COLORS, *_SIZE_OF}
 
 
-def words(text: str) -> list[str]:
-    """Lower-case words and numbers of a text, the unit of `vocabulary` and `parse_caption`."""
-    return re.findall(r"[a-z]+|[0-9]+", text.lower())
+# A word: letters/digits, optionally joined by inner hyphens or apostrophes ("up-left", "it's").
+# Everything else (punctuation, spaces) separates words.
+_WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+
+
+def split_words(text: str) -> list[str]:
+    """The lower-case words of `text`, punctuation stripped: "A red, up-left!" -> ["a", "red", "up-left"].
+
+    The one word splitter of minisora: the tokenizer (minisora.text), `vocabulary`, `parse_caption` and
+    the evaluator all cut text here, so a word the model cannot read is one the evaluator does not score.
+    """
+    return _WORD.findall(text.lower())
 
 
 def _pick(options: tuple[str, ...], rng: np.random.Generator | None) -> str:
@@ -234,7 +245,7 @@ def vocabulary() -> list[str]:
     texts = [*SHAPES, *COLORS, *_SIZE_OF, *_VERBS, *_STILL, *_FALL, *_GRAVITY_PHRASES, *_OCCLUDER_PHRASES,
              *(p for ps in _MOTION_WORDS.values() for p in ps), "and", "moving", "not moving",
              *(re.sub(r"\{\w+\}", " ", t) for t in _TEMPLATES)]
-    return sorted({w for t in texts for w in words(t)})
+    return sorted({w for t in texts for w in split_words(t)})
 
 
 def parse_caption(text: str) -> Scene:
@@ -247,7 +258,7 @@ def parse_caption(text: str) -> Scene:
     """
     if not isinstance(text, str):
         raise ValueError(f"a caption must be a string, got {type(text).__name__}")
-    toks = words(text)
+    toks = split_words(text)
     anchors = [i for i, w in enumerate(toks) if w in SHAPES] or [i for i, w in enumerate(toks) if w in COLORS]
     if not anchors:
         raise ValueError(f"no shape or colour word in {text!r}; name at least one shape {SHAPES} or colour "
@@ -275,63 +286,6 @@ def parse_caption(text: str) -> Scene:
 
 
 # ------------------------------------------------------------------------------------- physics + drawing
-def bounce(start: np.ndarray, velocity: np.ndarray, lo: np.ndarray, hi: np.ndarray, num_frames: int,
-           gravity: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Move K points at constant velocity (plus gravity on y), bouncing elastically inside [lo, hi].
-
-    start, velocity, lo, hi: (K, 2) pixels (x, y) and pixels per frame; gravity: pixels per frame**2.
-    Returns positions (T, K, 2) and velocities (T, K, 2), where velocity[t] is the step the point is
-    about to take from frame t (a wall hit during that step reverses it for the next frame).
-    """
-    hi = np.maximum(hi, lo)  # an object larger than the frame stays centred on its lower bound
-    p = np.clip(np.asarray(start, dtype=np.float64), lo, hi)  # objects start fully inside the frame
-    v = np.array(velocity, dtype=np.float64)
-    if gravity == 0:
-        # Without gravity, bouncing between two walls is a triangle wave: unfold the walls into a
-        # straight line of period 2L, walk along it, and fold back. All frames at once, no loop.
-        span = np.maximum(hi - lo, 1e-9)
-        walked = np.mod(p - lo + v * np.arange(num_frames)[:, None, None], 2 * span)
-        positions = lo + span - np.abs(walked - span)
-        return positions, np.where(walked < span, v, -v)
-    positions, velocities = np.empty((2, num_frames) + p.shape)
-    for t in range(num_frames):
-        positions[t] = p
-        v[:, 1] += gravity
-        velocities[t] = v
-        p = p + v
-        # An elastic wall mirrors the overshoot back inside and flips the velocity component.
-        over, under = p > hi, p < lo
-        p = np.clip(np.where(over, 2 * hi - p, np.where(under, 2 * lo - p, p)), lo, hi)
-        v = np.where(over | under, -v, v)
-    return positions, velocities
-
-
-def _extent(shape: str, r: float) -> tuple[float, float, float, float]:
-    """How far a shape reaches from its centre: (left, up, right, down) in pixels."""
-    if shape == "triangle":  # pointing up, centred on its centroid: the apex is further than the base
-        R = r * _TRIANGLE
-        return R * _COS30, R, R * _COS30, R / 2
-    half = {"circle": r, "square": r * _SQUARE, "diamond": r * _DIAMOND}[shape]
-    return half, half, half, half
-
-
-def _signed_distance(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
-    """Distance in pixels from each pixel centre to the shape's edge, negative inside.
-
-    dx (T, 1, W) and dy (T, H, 1) are pixel centres minus the object's centre; the result is (T, H, W).
-    Exact near the edges, which is all anti-aliasing and masks need.
-    """
-    if shape == "circle":
-        return np.sqrt(dx * dx + dy * dy) - r
-    if shape == "square":
-        return np.maximum(np.abs(dx), np.abs(dy)) - r * _SQUARE
-    if shape == "diamond":
-        return (np.abs(dx) + np.abs(dy) - r * _DIAMOND) * _DIAG
-    # triangle: inside all three edges, each at the inradius R/2 from the centroid
-    edges = np.maximum(np.maximum(dy, _COS30 * dx - 0.5 * dy), -_COS30 * dx - 0.5 * dy)
-    return edges - r * _TRIANGLE / 2
-
-
 def _occluder_coverage(scene: Scene, width: int) -> np.ndarray | None:
     """Fraction of each pixel column the bar covers: (W,) float32, or None without an occluder."""
     if scene.occluder is None:
@@ -349,17 +303,17 @@ def _simulate(scene: Scene, num_frames: int, height: int, width: int) -> tuple[d
         raise ValueError("a scene needs at least one object")
     objs, T, H, W = scene.objects, num_frames, height, width
     radius = np.array([SIZES[o.size] for o in objs]) * min(H, W)
-    extent = np.array([_extent(o.shape, r) for o, r in zip(objs, radius)])  # (K, 4)
+    extent = np.array([physics.extent(o.shape, r) for o, r in zip(objs, radius)])  # (K, 4)
     start = np.array([[o.x * W, o.y * H] for o in objs])
     velocity = np.array([MOTIONS[o.motion] for o in objs]) * np.array([[o.speed * W] for o in objs])
-    pos, vel = bounce(start, velocity, extent[:, :2], np.array([W, H]) - extent[:, 2:], T,
+    pos, vel = physics.bounce(start, velocity, extent[:, :2], np.array([W, H]) - extent[:, 2:], T,
                       GRAVITY * H if scene.gravity else 0.0)
     xs, ys = np.arange(W, dtype=np.float32) + 0.5, np.arange(H, dtype=np.float32) + 0.5
     centres = pos.astype(np.float32)
     sd = np.empty((len(objs), T, H, W), dtype=np.float32)
     for k, o in enumerate(objs):
         dx, dy = xs - centres[:, k, 0, None, None], ys[:, None] - centres[:, k, 1, None, None]  # (T,1,W), (T,H,1)
-        sd[k] = _signed_distance(o.shape, dx, dy, radius[k])
+        sd[k] = physics.signed_distance(o.shape, dx, dy, radius[k])
     # A pixel belongs to the frontmost thing covering it: the bar, then objects from last to first.
     coverage = _occluder_coverage(scene, W)
     hidden = np.zeros((T, H, W), dtype=bool)

@@ -12,8 +12,9 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from minisora import world
 from minisora.config import DataConfig
-from minisora.data import (BucketBatchSampler, HFVideoDataset, MovingDigits, ShapesWorld, VideoFolder, fit_video,
-                           make_dataset, mnist_dataset)
+from minisora.batching import BucketBatchSampler
+from minisora.data import HFVideoDataset, MovingDigits, ShapesWorld, VideoFolder, make_dataset, mnist_dataset
+from minisora.frames import fit_video
 
 
 def check_item(item, size):
@@ -75,7 +76,7 @@ def test_shapes_world_from_config_holdout_and_vocabulary():
     assert any("gravity" in c for c in captions)
     for c in captions:
         assert all((o.color, o.shape) != ("red", "circle") for o in world.parse_caption(c).objects)
-        assert set(world.words(c)) <= set(ds.vocabulary())
+        assert set(world.split_words(c)) <= set(ds.vocabulary())
     with pytest.raises(ValueError, match="max_objects"):
         ShapesWorld(max_objects=0)
 
@@ -90,7 +91,7 @@ def test_moving_digits_from_bundled_sklearn_digits():
     captions = [ds[i]["caption"] for i in range(20)]
     assert all(c.startswith("the digit ") for c in captions)
     assert any(" and the digit " in c for c in captions)
-    assert all(set(world.words(c)) <= set(ds.vocabulary()) for c in captions)
+    assert all(set(world.split_words(c)) <= set(ds.vocabulary()) for c in captions)
     moving = [ds[i] for i in range(20) if "still" not in ds[i]["caption"] and "not move" not in ds[i]["caption"]]
     assert all(not torch.equal(m["video"][:, 0], m["video"][:, -1]) for m in moving)
 

@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from minisora import MiniSora
 from minisora.data import ShapesWorld
-from minisora.train import Checkpointer, train_dit, train_vae
+from minisora.checkpoint import Checkpointer
+from minisora.train import train_dit, train_vae
 
 BATCH, VAE_STEPS, DIT_STEPS = 8, 3, 2
 

@@ -8,7 +8,8 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from minisora import MiniSora
 from minisora.data import ShapesWorld
-from minisora.train import BatchPlan, batch_indices, item_sizes, train_dit, train_vae
+from minisora.batching import BatchPlan, batch_indices, item_sizes
+from minisora.train import train_dit, train_vae
 
 # Square clips, wide clips and wide images: small, so that training a few steps costs little.
 SIZES = [(5, 16, 16), (5, 16, 32), (1, 16, 32)]

@@ -19,9 +19,11 @@ import pytest
 import torch
 from torch import nn
 
-from minisora import MiniSora
+from minisora import MiniSora, prompting, sampling
 from minisora.__main__ import build_parser, main
 from minisora.config import FlowConfig
+from minisora.frames import to_model
+from minisora.prompting import loop_seam
 from minisora.train import FlowObjective
 from minisora.world import ObjectSpec, Scene, render
 
@@ -51,7 +53,7 @@ def clip():
 def round_trip(model, frames):
     """What the VAE makes of frames: encode, decode. (T, H, W, 3) uint8 -> same."""
     with torch.no_grad():
-        return model.vae.decode_latent(model.vae.encode_latent(model._to_model(frames)))[0]
+        return model.vae.decode_latent(model.vae.encode_latent(to_model(frames)))[0]
 
 
 def to_pixels(video):
@@ -61,9 +63,9 @@ def to_pixels(video):
 # ------------------------------------------------------------------------------------------ the one engine
 def test_window_returns_given_frames_as_the_vae_reproduces_them(model, clip, monkeypatch):
     sampled = []
-    original = model.sample_latents
-    monkeypatch.setattr(model, "sample_latents", lambda *a, **k: sampled.append(original(*a, **k)) or sampled[-1])
-    window = model.sample_window(PROMPT, head=clip[-5:], tail=clip[:4], new_frames=4, **FAST)
+    original = sampling.sample_latents
+    monkeypatch.setattr(sampling, "sample_latents", lambda *a, **k: sampled.append(original(*a, **k)) or sampled[-1])
+    window = sampling.sample_window(model, PROMPT, head=clip[-5:], tail=clip[:4], new_frames=4, **FAST)
     assert window.shape == (13, 16, 16, 3)
     # Head: a causal VAE's latents of a clip are the first latents of any video that starts with it, and
     # the sampler holds them, so the head comes back exactly as a round trip of the clip alone.
@@ -72,7 +74,7 @@ def test_window_returns_given_frames_as_the_vae_reproduces_them(model, clip, mon
     # Tail: its latent (the group f0..f3 encoded after a still f0) is held exactly; its pixels are then
     # decoded after generated frames, which an untrained decoder lets show through, so check the latent.
     with torch.no_grad():
-        tail_latent = model.vae.encode_latent(model._to_model(np.concatenate([clip[:1], clip[:4]])))[:, :, 1:]
+        tail_latent = model.vae.encode_latent(to_model(np.concatenate([clip[:1], clip[:4]])))[:, :, 1:]
     assert torch.equal(sampled[0][:, :, -1:], tail_latent)
     assert not torch.equal(sampled[0][:, :, 2], tail_latent[:, :, 0])  # the new latent is not a copy
 
@@ -85,7 +87,7 @@ def test_window_returns_given_frames_as_the_vae_reproduces_them(model, clip, mon
 ])
 def test_window_refuses_frame_counts_the_vae_cannot_place(model, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        model.sample_window(PROMPT, **{"new_frames": 4, **kwargs}, **FAST)
+        sampling.sample_window(model, PROMPT, **{"new_frames": 4, **kwargs}, **FAST)
 
 
 # ------------------------------------------------------------------------------------------ the modes
@@ -104,7 +106,7 @@ def test_animate_starts_with_the_image(model, clip):
 
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 def test_extend_keeps_the_video_and_adds_frames_on_its_side(model, clip, direction):
-    out = model.extend(clip, PROMPT, direction=direction, num_frames=6, **FAST)
+    out = model.extend(clip, PROMPT, direction=direction, new_frames=6, **FAST)
     assert out.shape == (15, 16, 16, 3)
     kept = out[:9] if direction == "forward" else out[6:]
     assert np.array_equal(kept, clip)
@@ -112,11 +114,11 @@ def test_extend_keeps_the_video_and_adds_frames_on_its_side(model, clip, directi
 
 def test_extend_gives_the_model_the_nearest_frames(model, clip, monkeypatch):
     seen = []
-    original = model.sample_window
-    monkeypatch.setattr(model, "sample_window", lambda *a, **k: seen.append(k) or original(*a, **k))
-    model.extend(clip, PROMPT, num_frames=4, **FAST)
-    model.extend(clip, PROMPT, direction="backward", num_frames=5, **FAST)
-    model.connect(clip, clip[::-1].copy(), num_frames=4, **FAST)
+    original = prompting.sample_window
+    monkeypatch.setattr(prompting, "sample_window", lambda *a, **k: seen.append(k) or original(*a, **k))
+    model.extend(clip, PROMPT, new_frames=4, **FAST)
+    model.extend(clip, PROMPT, direction="backward", new_frames=5, **FAST)
+    model.connect(clip, clip[::-1].copy(), new_frames=4, **FAST)
     forward, backward, connect = seen
     assert np.array_equal(forward["head"], clip[-5:]) and forward["new_frames"] == 4
     assert np.array_equal(backward["tail"], clip[:4]) and backward["new_frames"] == 5
@@ -125,7 +127,7 @@ def test_extend_gives_the_model_the_nearest_frames(model, clip, monkeypatch):
 
 def test_connect_keeps_both_videos_around_the_transition(model, clip):
     other = render("a blue square moves up", num_frames=5, height=16, width=16, seed=1).video
-    out = model.connect(clip, other, num_frames=4, **FAST)
+    out = model.connect(clip, other, new_frames=4, **FAST)
     assert out.shape == (9 + 4 + 5, 16, 16, 3)
     assert np.array_equal(out[:9], clip) and np.array_equal(out[-5:], other)
 
@@ -177,7 +179,7 @@ def test_long_video_from_a_1_second_prompt_is_one_window(model):
     (lambda m, v: m.extend(v / 127.5 - 1, PROMPT), "\\(x \\+ 1\\) / 2"),
     (lambda m, v: m.extend(v.astype(np.int64), PROMPT), "dtype int64"),
     (lambda m, v: m.extend(v, PROMPT, direction="sideways"), "forward"),
-    (lambda m, v: m.extend(v, PROMPT, num_frames=0), "num_frames"),
+    (lambda m, v: m.extend(v, PROMPT, new_frames=0), "new_frames"),
     (lambda m, v: m.extend(v, PROMPT, context_frames=4), "1 \\+ 4k"),
     (lambda m, v: m.extend(v[:3], PROMPT, direction="backward"), "at least 4 frames"),
     (lambda m, v: m.edit(v, PROMPT, strength=1.5), "strength"),
@@ -186,7 +188,7 @@ def test_long_video_from_a_1_second_prompt_is_one_window(model):
     (lambda m, v: m.edit(v[:8], PROMPT), "num_frames=8.*9"),
     (lambda m, v: m.connect(v, np.zeros((9, 16, 32, 3), np.uint8)), "same size.*16x16 and 16x32"),
     (lambda m, v: m.connect(v, v[:2]), "at least 4 frames"),
-    (lambda m, v: m.loop(v, num_frames=6), "multiple of 4"),
+    (lambda m, v: m.loop(v, new_frames=6), "multiple of 4"),
     (lambda m, v: m.generate_long(PROMPT, seconds=0), "seconds"),
     (lambda m, v: m.generate_long(PROMPT, seconds=61), "\\(0, 60\\]"),
     (lambda m, v: m.generate_long(PROMPT, seconds=-2), "seconds"),
@@ -205,8 +207,6 @@ def test_wrong_size_is_resized_with_a_warning(model):
 
 
 def test_loop_seam_measures_the_jump_back_to_the_start():
-    from minisora.prompting import loop_seam
-
     clip = moving_right(0.2)
     crossing = loop_seam(clip)  # the circle jumps from its last place back to its first
     ping_pong = loop_seam(np.concatenate([clip, clip[-2:0:-1]]))  # there and back: loops by construction
@@ -236,7 +236,7 @@ class NoText(nn.Module):
 
 def test_training_loss_ignores_given_frames_and_sees_them_clean():
     z0 = torch.randn(6, 4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
-    batch = {"z0": z0, "ids": torch.ones(6, 5, dtype=torch.long), "mask": torch.ones(6, 5, dtype=torch.bool)}
+    batch = {"z0": z0, "ids": torch.ones(6, 5, dtype=torch.long), "context_mask": torch.ones(6, 5, dtype=torch.bool)}
     cfg = FlowConfig(cond_probs={"first": 1.0})  # every sample: frame 0 given
     losses = []
     for given_value in (0.0, 1e6):  # the model's answer on given frames must not matter
@@ -322,7 +322,7 @@ def test_extension_continues_the_motion_across_windows(physics, direction):
     # Backward, 8 context frames: two given latents, so the stand-in can see a velocity (the real VAE's
     # latent holds 4 frames of motion; the stand-in's only one frame).
     context = 5 if direction == "forward" else 8
-    out = physics.extend(video, PROMPT, direction=direction, num_frames=12, context_frames=context, **FAST)
+    out = physics.extend(video, PROMPT, direction=direction, new_frames=12, context_frames=context, **FAST)
     x = np.array([centroid(frame)[0].item() for frame in out])
     new = x[9:] if direction == "forward" else x[:12]
     assert (np.diff(x) > -0.5).all()  # never goes back left
@@ -334,7 +334,7 @@ def test_extension_continues_the_motion_across_windows(physics, direction):
 
 def test_loop_transition_carries_the_end_back_to_the_start(physics):
     video = moving_right(0.3)
-    looped = physics.loop(video, PROMPT, num_frames=8, **FAST)
+    looped = physics.loop(video, PROMPT, new_frames=8, **FAST)
     assert looped.shape == (17, 32, 64, 3) and np.array_equal(looped[:9], video)
     x = np.array([centroid(frame)[0].item() for frame in looped])
     # The circle went right; the transition brings it back left, towards where the loop starts again.

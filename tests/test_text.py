@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from minisora.config import TextConfig
-from minisora.text import PAD_ID, UNK_ID, TextEncoder, Tokenizer, split_words
+from minisora.text import PAD_ID, UNK_ID, TextEncoder, Tokenizer
+from minisora.world import split_words
 
 CAPTIONS = ["A small red circle moves to the left.", "a large blue square bounces up-left",
             "Two shapes: a green triangle and a yellow diamond, both still!"]

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from minisora import MiniSora
+from minisora.batching import batch_indices
+from minisora.checkpoint import Checkpointer
 from minisora.data import ShapesWorld
-from minisora.train import Checkpointer, batch_indices, train_dit, train_vae
+from minisora.train import train_dit, train_vae
 
 
 def small_model(**train):

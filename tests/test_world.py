@@ -114,7 +114,7 @@ def test_caption_parse_round_trip_over_many_random_scenes():
             assert [(o.shape, o.color, o.size, o.motion) for o in parsed.objects] == attrs, text
             assert parsed.gravity == scene.gravity, text
             assert (parsed.occluder is None) == (scene.occluder is None), text
-            assert set(world.words(text)) <= vocab, text
+            assert set(world.split_words(text)) <= vocab, text
 
 
 def test_paraphrases_vary_and_canonical_caption_is_fixed():
