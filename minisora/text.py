@@ -81,7 +81,7 @@ class Tokenizer:
             if len(words) > max_len:
                 truncated.append(f"{prompt!r} ({len(words)} words; dropped {' '.join(words[max_len:])!r})")
                 words = words[:max_len]
-            unknown += [w for w in words if w not in self.word_to_id and w not in unknown]
+            unknown += [w for w in dict.fromkeys(words) if w not in self.word_to_id and w not in unknown]
             ids[row, : len(words)] = torch.tensor([self.word_to_id.get(w, UNK_ID) for w in words], dtype=torch.long)
             context_mask[row, : len(words)] = True
         if unknown:

@@ -43,6 +43,12 @@ def test_unknown_words_warn_by_name():
         tok.encode(["a red circle"], max_len=6)  # known words: no warning
 
 
+def test_an_unknown_word_is_named_once_however_often_it_repeats():
+    tok = Tokenizer.from_captions(CAPTIONS)
+    with pytest.warns(UserWarning, match=r"unknown words \['zebra'\] are not"):
+        tok.encode(["a zebra zebra", "a red zebra"], max_len=6)
+
+
 def test_truncation_warns_and_empty_prompt_is_all_padding():
     tok = Tokenizer.from_captions(CAPTIONS)
     with pytest.warns(UserWarning, match="max_len=3.*dropped 'circle moves to the left'"):
