@@ -190,3 +190,16 @@ def test_evaluate_model_and_table():
     assert "mean over 9 videos" in table and all(name in table for name in METRICS)
     with pytest.raises(ValueError, match="prompt"):
         evaluate.evaluate_model(WorldModel(), [], samples=1)
+
+
+def test_the_evaluator_reads_a_prompt_as_the_model_does():
+    # One word splitter (world.split_words) for the tokenizer, the world and the evaluator: "up-left" is
+    # one word the tiny model does not know, so the evaluator must not score a motion from it either.
+    from minisora.text import Tokenizer
+
+    prompt = "a red circle moves up-left"
+    assert Tokenizer.from_words(world.vocabulary()).unknown_words(prompt) == ["up-left"]
+    assert world.parse_caption(prompt).objects[0].motion == "still"
+    video = world.render(one_object(motion="up-left"), 9, 32, 32).video
+    assert "direction" not in score(video, prompt)
+    assert "direction" in score(video, "a red circle moves up and to the left")
