@@ -98,7 +98,7 @@ def _extension(model, video, prompt, direction, new_frames, context_frames, opti
         context_frames = 1 + tf * ((window + 1) // 2 - 1) if forward else tf * max(1, window // 2)
     if isinstance(context_frames, bool) or not isinstance(context_frames, int) or context_frames < 1 or (
             (context_frames - forward) % tf):
-        raise ValueError(f"context_frames must be {'1 + 4k' if forward else 'a multiple of 4'} for "
+        raise ValueError(f"context_frames must be {f'1 + {tf}k' if forward else f'a multiple of {tf}'} for "
                          f"{direction} extension (latent groups of the causal VAE), got {context_frames!r}")
     if not forward and len(video) < tf:
         raise ValueError(f"extending backward needs a video of at least {tf} frames (the frames given at the "

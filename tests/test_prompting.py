@@ -21,11 +21,12 @@ from torch import nn
 
 from minisora import MiniSora, prompting, sampling
 from minisora.__main__ import build_parser, main
-from minisora.config import FlowConfig
+from minisora.config import FlowConfig, get_preset
 from minisora.frames import to_model
 from minisora.prompting import loop_seam
+from minisora.text import Tokenizer
 from minisora.train import FlowObjective
-from minisora.world import ObjectSpec, Scene, render
+from minisora.world import ObjectSpec, Scene, render, vocabulary
 
 PROMPT = "a red circle moves to the right"
 FAST = {"steps": 2, "guidance": 1.0, "progress": False}
@@ -197,6 +198,15 @@ def test_long_video_from_a_1_second_prompt_is_one_window(model):
 def test_bad_input_says_what_to_change(model, clip, call, message):
     with pytest.raises(ValueError, match=message):
         call(model, clip)
+
+
+@pytest.mark.parametrize("direction,context,rule", [("forward", 4, "1 \\+ 2k"), ("backward", 3, "a multiple of 2")])
+def test_messages_name_the_vae_time_factor_of_this_model(clip, direction, context, rule):
+    config = get_preset("tiny")
+    config.vae.time_downsamples = 1  # a VAE that halves time: latent groups of 2 frames, not 4
+    model = MiniSora(config, Tokenizer.from_words(vocabulary()))
+    with pytest.raises(ValueError, match=f"context_frames must be {rule}"):
+        model.extend(clip, PROMPT, direction=direction, context_frames=context, **FAST)
 
 
 def test_wrong_size_is_resized_with_a_warning(model):
