@@ -213,7 +213,8 @@ def cmd_demo(args) -> None:
     cfg.train.seed = args.seed
     if smoke_mode():  # CI: prove the path works, not the quality
         cfg.train.vae_steps, cfg.train.dit_steps, cfg.flow.steps, cfg.train.latent_cache = 4, 4, 2, 32
-    vae_steps, dit_steps = args.vae_steps or cfg.train.vae_steps, args.dit_steps or cfg.train.dit_steps
+    vae_steps = cfg.train.vae_steps if args.vae_steps is None else args.vae_steps
+    dit_steps = cfg.train.dit_steps if args.dit_steps is None else args.dit_steps
     counts = model.num_params()
     print(f"minisora demo: preset '{cfg.name}', {cfg.data.num_frames} frames of {cfg.data.height}x"
           f"{cfg.data.width}; parameters: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))

@@ -222,6 +222,19 @@ def _collate(dataset, indices: list[int], device: torch.device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items() if k != "truth"}
 
 
+def _settings(steps, batch_size, lr, presets: tuple[int, int, float]) -> tuple[int, int, float]:
+    """(steps, batch_size, lr): None takes the preset's value; an explicit value is used as given, and
+    refused (ValueError) when no training can run with it, e.g. steps=0 or lr=0."""
+    given = (steps, batch_size, lr)
+    steps, batch_size, lr = (preset if value is None else value for value, preset in zip(given, presets))
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r} (leave it out for the preset's)")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+        raise ValueError(f"lr must be a number > 0, such as 3e-4, got {lr!r} (leave it out for the preset's)")
+    return steps, batch_size, float(lr)
+
+
 def _check_batch(batch_size: int, world_size: int) -> None:
     if batch_size % world_size:
         raise ValueError(f"batch size {batch_size} must be divisible by the number of processes ({world_size})")
@@ -235,7 +248,7 @@ def train_vae(model, dataset, *, steps: int | None = None, batch_size: int | Non
     out_dir/checkpoints/vae when out_dir is given.
     """
     cfg = model.config.train
-    steps, batch_size, lr = steps or cfg.vae_steps, batch_size or cfg.vae_batch_size, lr or cfg.vae_lr
+    steps, batch_size, lr = _settings(steps, batch_size, lr, (cfg.vae_steps, cfg.vae_batch_size, cfg.vae_lr))
     rank, world_size, device = distributed_context()
     _check_batch(batch_size, world_size)
     model.to(device)
@@ -266,7 +279,7 @@ def train_dit(model, dataset, *, steps: int | None = None, batch_size: int | Non
     Checkpoints go to out_dir/checkpoints/dit when out_dir is given.
     """
     cfg = model.config.train
-    steps, batch_size, lr = steps or cfg.dit_steps, batch_size or cfg.batch_size, lr or cfg.dit_lr
+    steps, batch_size, lr = _settings(steps, batch_size, lr, (cfg.dit_steps, cfg.batch_size, cfg.dit_lr))
     rank, world_size, device = distributed_context()
     _check_batch(batch_size, world_size)
     model.to(device)

@@ -112,3 +112,16 @@ class NaNWorld(torch.utils.data.Dataset):
 def test_nan_loss_stops_with_a_clear_message(world):
     with pytest.raises(FloatingPointError, match="learning rate"):
         train_vae(small_model(), NaNWorld(world), steps=3, progress=False)
+
+
+@pytest.mark.parametrize("setting,value", [("steps", 0), ("lr", 0.0), ("batch_size", 0), ("steps", -5)])
+@pytest.mark.parametrize("train", [train_vae, train_dit])
+def test_an_explicit_setting_is_used_as_given_not_replaced_by_the_preset(world, monkeypatch, train, setting, value):
+    from minisora import train as train_module
+
+    def fit(*args, **kwargs):
+        raise AssertionError(f"trained with {kwargs['steps']} steps, lr {kwargs['lr']} instead of refusing")
+
+    monkeypatch.setattr(train_module, "fit", fit)
+    with pytest.raises(ValueError, match=f"{setting} must be"):
+        train(small_model(latent_cache=0), world, progress=False, **{setting: value})
