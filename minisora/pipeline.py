@@ -120,11 +120,16 @@ class MiniSora(nn.Module):
 
         `card_notes` are extra markdown lines for the model card (training time, evaluator scores).
 
-        Files are written into a temporary folder that replaces `directory` only when complete, so an
-        interrupted save leaves the previous model intact.
+        Files are written into a temporary folder that replaces `directory` only when complete. Replacing
+        a folder takes two renames (the old one aside, the new one in): an exception between them puts the
+        old one back, and a process killed between them leaves it at `.{name}.old`, where the next save
+        and `from_pretrained` find it. So an interrupted save leaves the previous model loadable.
         """
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
+        old = _aside(directory)
+        if old.is_dir() and not directory.exists():  # a save was killed between its two renames
+            old.rename(directory)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         config = {"format_version": FORMAT_VERSION, **self.config.to_dict()}
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
@@ -133,10 +138,14 @@ class MiniSora(nn.Module):
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt", "minisora": str(FORMAT_VERSION)})
         (tmp / "README.md").write_text(self.model_card(card_notes))
         if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             directory.rename(old)
-            tmp.rename(directory)
+            try:
+                tmp.rename(directory)
+            except BaseException:  # KeyboardInterrupt included: the previous model goes back in place
+                old.rename(directory)
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(directory)
@@ -146,6 +155,8 @@ class MiniSora(nn.Module):
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> "MiniSora":
         """Load a folder written by `save_pretrained`. Only JSON and safetensors are read."""
         directory = Path(directory)
+        if not directory.is_dir() and _aside(directory).is_dir():  # a save was killed between its renames
+            directory = _aside(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"no model folder at '{directory}': train one with `python -m minisora "
                                     f"demo` (writes outputs/demo/model) or pass the folder save_pretrained wrote")
@@ -210,3 +221,8 @@ class MiniSora(nn.Module):
         if notes:
             lines += ["", "## Notes", "", *notes]
         return "\n".join(lines) + "\n"
+
+
+def _aside(directory: Path) -> Path:
+    """Where save_pretrained keeps the previous model while it moves the new one in."""
+    return directory.with_name(f".{directory.name}.old")

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +49,33 @@ def test_save_load_round_trip_is_bit_exact(model, saved):
     assert np.array_equal(model.generate(PROMPT, steps=2, seed=1, progress=False),
                           loaded.generate(PROMPT, steps=2, seed=1, progress=False))
     assert {p.name for p in saved.iterdir()} == {"config.json", "tokenizer.json", "model.safetensors", "README.md"}
+
+
+def test_a_save_stopped_between_its_renames_keeps_the_old_model(model, tmp_path, monkeypatch):
+    path = model.save_pretrained(tmp_path / "tiny", card_notes=["- the old model"])
+    rename, calls = Path.rename, []
+
+    def stop_at_second_rename(self, target):  # the old folder goes aside, then Ctrl-C
+        calls.append(self)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", stop_at_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        model.save_pretrained(path, card_notes=["- the new model"])
+    monkeypatch.undo()
+    assert "the old model" in (path / "README.md").read_text()
+    assert MiniSora.from_pretrained(path).config == model.config
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # no temporary folder left behind
+
+
+def test_a_save_killed_between_its_renames_leaves_a_loadable_model(model, tmp_path):
+    path = model.save_pretrained(tmp_path / "tiny")
+    path.rename(tmp_path / ".tiny.old")  # what a process killed between the two renames leaves
+    assert MiniSora.from_pretrained(path).config == model.config
+    model.save_pretrained(path)  # the next save puts things straight
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
 
 
 @pytest.mark.parametrize("prompt,message", [("", "empty"), ("   ", "empty"), ("zorblax quuxify", "vocabulary")])
