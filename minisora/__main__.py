@@ -263,8 +263,7 @@ def cmd_train_vae(args) -> None:
     cfg = _load_config(args)
     torch.manual_seed(cfg.train.seed)  # same initial weights in every process
     dataset = _dataset(cfg, args, seed=cfg.train.seed)
-    tokenizer = text.Tokenizer.from_captions(dataset.captions) if cfg.data.dataset != "shapes" else None
-    model = MiniSora.from_preset(args.preset, tokenizer=tokenizer)
+    model = MiniSora.from_preset(args.preset, tokenizer=text.Tokenizer.from_words(dataset.vocabulary()))
     model.config = cfg
     result = train_vae(model, dataset, steps=args.steps, batch_size=args.batch_size, lr=args.lr, out_dir=args.out,
                        resume=args.resume, progress=not args.no_progress)

@@ -3,7 +3,7 @@
     item = {"video": (3, T, H, W) float32 in [-1, 1], "caption": str, "truth": {...}}
 
 Only ShapesWorld has "truth" (per-frame ground truth, see minisora.world.simulate). Every dataset
-has a `.size` (frames, height, width). Sources:
+has a `.size` (frames, height, width) and a `.vocabulary()` to build a tokenizer from. Sources:
 
     ShapesWorld         procedural shapes (minisora.world): the default, exact, nothing to download
     MovingDigits        scikit-learn's bundled 8x8 digits bouncing around a frame (offline), after
@@ -262,6 +262,10 @@ class VideoFolder(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def vocabulary(self) -> list[str]:
+        """Every word of the captions file, sorted (build a tokenizer from it)."""
+        return sorted({word for _, text in self.items for word in world.split_words(text)})
+
     def __getitem__(self, i: int) -> dict:
         name, text = self.items[i]
         frames = read_video(self.root / name, self.size[0])
@@ -301,6 +305,10 @@ class HFVideoDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.data)
+
+    def vocabulary(self) -> list[str]:
+        """Every word of the caption column, sorted (build a tokenizer from it)."""
+        return sorted({word for text in self.data[self.caption_column] for word in world.split_words(str(text))})
 
     def __getitem__(self, i: int) -> dict:
         row = self.data[i]

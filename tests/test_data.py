@@ -253,3 +253,32 @@ def test_bucket_sampler_trains_several_sizes_through_one_dataloader():
     loader = DataLoader(data, batch_sampler=BucketBatchSampler(sizes, batch_size=4, seed=0))
     shapes = {tuple(batch["video"].shape) for batch in loader}
     assert shapes == {(4, 3, 5, 16, 16), (2, 3, 5, 16, 16), (4, 3, 5, 16, 24), (2, 3, 5, 16, 24)}
+
+
+@pytest.mark.parametrize("dataset", ["digits", "folder"])
+def test_cli_trains_a_vae_on_every_dataset_with_its_own_words(dataset, tmp_path, capsys):
+    from minisora import MiniSora
+    from minisora.__main__ import main
+
+    flags = ["--dataset", dataset]
+    if dataset == "folder":
+        clips = tmp_path / "clips"
+        clips.mkdir()
+        write_clip(clips / "sunset.gif", coloured_frames(9, 16, 16, (255, 120, 0)), duration=100, loop=0)
+        (clips / "captions.csv").write_text('file,caption\nsunset.gif,"an orange sunset"\n')
+        flags += ["--data-root", str(clips)]
+    out = tmp_path / "run"
+    assert main(["train-vae", *flags, "--steps", "1", "--batch-size", "2", "--out", str(out), "--no-progress"]) == 0
+    words = MiniSora.from_pretrained(out / "model").tokenizer.vocab
+    assert ("digit" if dataset == "digits" else "sunset") in words, capsys.readouterr().err
+
+
+def test_every_dataset_has_a_vocabulary_of_its_captions(tmp_path):
+    write_clip(tmp_path / "a.gif", coloured_frames(3, 8, 8, (0, 0, 255)), duration=100, loop=0)
+    (tmp_path / "captions.csv").write_text('file,caption\na.gif,"A blue screen, glowing!"\n')
+    assert VideoFolder(tmp_path, num_frames=3, height=8, width=8).vocabulary() == ["a", "blue", "glowing", "screen"]
+    table = datasets.Dataset.from_dict({"image": [np.zeros((4, 4, 3), np.uint8)] * 2,
+                                        "text": ["a red dot", "a Red square"]})
+    assert HFVideoDataset(table, "text", image_column="image").vocabulary() == ["a", "dot", "red", "square"]
+    assert {"the", "digit", "7"} <= set(MovingDigits.vocabulary())
+    assert ShapesWorld.vocabulary() == world.vocabulary()
