@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -29,7 +28,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from minisora.attention import naive_attention, op
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
+from common import RESULTS, machine_name, write_results  # noqa: E402
+
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -37,18 +38,6 @@ def columns(device: str) -> list[str]:
     unit = "TFLOP/s" if device == "cuda" else "GFLOP/s"  # CPU numbers are ~1000x smaller
     return ["dtype", "B", "H", "N", "d", "implementation", "fwd ms", f"fwd {unit}", "fwd+bwd ms",
             f"fwd+bwd {unit}", "peak MiB"]
-
-
-def machine_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {torch.get_num_threads()} threads"
 
 
 def timed(fn, device: str, min_seconds: float = 0.2, max_reps: int = 100):
@@ -172,20 +161,6 @@ def markdown(rows, device: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(rows, device: str, note: str) -> None:
-    if not RESULTS.exists():
-        RESULTS.write_text(
-            "# Benchmark results\n\n"
-            "Appended by `python benchmarks/attention.py --write-results`. Forward FLOPs = 4·B·H·N²·d,\n"
-            "forward+backward = 3.5× that. Peak memory is what one forward+backward allocated beyond its\n"
-            "inputs (GPU only).\n"
-        )
-    stamp = datetime.date.today().isoformat()
-    header = f"\n## attention · {machine_name(device)} · torch {torch.__version__} · {stamp}\n\n"
-    with RESULTS.open("a") as f:
-        f.write(header + (f"{note}\n\n" if note else "") + markdown(rows, device))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
@@ -202,7 +177,9 @@ def main() -> None:
     print()
     print(markdown(rows, args.device))
     if args.write_results:
-        write_results(rows, args.device, args.note)
+        flops = ("Forward FLOPs = 4·B·H·N²·d, forward+backward = 3.5× that. Peak memory is what one "
+                 "forward+backward allocated beyond its inputs (GPU only).")
+        write_results("attention", args.device, f"{args.note} {flops}".strip(), markdown(rows, args.device))
         print(f"appended to {RESULTS}")
 
 

@@ -32,8 +32,12 @@ def load_note() -> str:
 
 
 def write_results(title: str, device: str, note: str, table: str) -> None:
-    """Append one section to benchmarks/RESULTS.md (re-read at write time: other benchmarks append too)."""
+    """Append one section to benchmarks/RESULTS.md: a header naming the benchmark, the machine, torch and
+    the date, then `note` and `table` (markdown). Every script writes its results through here; the file
+    is opened at write time because other benchmarks append to it too."""
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in benchmarks/ (`--write-results`).\n")
     stamp = datetime.date.today().isoformat()
     header = f"\n## {title} · {machine_name(device)} · torch {torch.__version__} · {stamp}\n\n"
     with RESULTS.open("a") as f:
-        f.write(header + f"{note}\n\n" + table)
+        f.write(header + (f"{note}\n\n" if note else "") + table)

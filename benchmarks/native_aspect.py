@@ -22,7 +22,7 @@ minisora.evaluate.score and two framing numbers per asked object and frame:
                0 when the object is not found)
     whole      the share of frames where the object is found and does not touch the picture's edge
 
-A second table measures the prompting modes on the native model (minisora.pipeline): the loop seam
+A second table measures the prompting modes on the native model (minisora.prompting): the loop seam
 (seam error / mean frame-to-frame error, ~1 = seamless), and how extension continues a real clip's
 motion (cosine between the object's velocity before and after the cut, and its speed ratio).
 """
@@ -30,9 +30,8 @@ motion (cosine between the object's velocity before and after the cut, and its s
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -44,10 +43,11 @@ from minisora import MiniSora, world
 from minisora.data import ShapesWorld
 from minisora.evaluate import mean_scores, score
 from minisora.perceive import find_objects
-from minisora.pipeline import loop_seam
+from minisora.prompting import loop_seam
 from minisora.train import train_dit, train_vae
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
+from common import RESULTS, write_results  # noqa: E402
 SIZES = [(9, 32, 32), (9, 32, 64), (1, 32, 64)]  # (frames, height, width) of the native data
 PROMPTS = [
     "a small red circle moves to the right",
@@ -238,20 +238,14 @@ def main() -> None:
     wall, cpu = time.time() - started, time.process_time() - cpu_started
     print(f"\n{wall:.0f} s wall, {cpu:.0f} s CPU ({train_cpu:.0f} s training), {torch.get_num_threads()} threads")
     if args.write_results:
-        cpu_name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
-            else platform.processor()
-        text = "\n".join([
-            "", f"## native aspect ratios vs square crops · {cpu_name}, {torch.get_num_threads()} thread(s) · "
-                f"torch {torch.__version__} · {datetime.date.today()}", "",
-            f"`python benchmarks/native_aspect.py` (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}): "
-            f"VAE {args.vae_steps} steps, each DiT {args.dit_steps} steps, {args.prompts} prompts x {args.samples} "
-            f"seeds, {args.steps} sampling steps; {cpu:.0f} s CPU ({wall:.0f} s wall on a shared machine).", "",
+        note = (f"`python benchmarks/native_aspect.py` (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}): "
+                f"VAE {args.vae_steps} steps, each DiT {args.dit_steps} steps, {args.prompts} prompts x {args.samples} "
+                f"seeds, {args.steps} sampling steps; {cpu:.0f} s CPU ({wall:.0f} s wall on a shared machine).")
+        table = "\n".join([
             markdown(["model", "sampled at", "overall", "presence", "shape", "direction", "in frame", "whole"], aspect),
-            "", "Prompting modes of the native model at 32x32 (minisora.pipeline):", "",
+            "", "Prompting modes of the native model at 32x32 (minisora.prompting):", "",
             markdown(["measure", "mean", "range over prompts", "prompts"], prompting), ""])
-        with RESULTS.open("a") as f:
-            f.write(text)
+        write_results("native aspect ratios vs square crops", "cpu", note, table)
         print(f"appended to {RESULTS}")
 
 

@@ -28,7 +28,6 @@ Notebook 09 imports the function without the folder being a package:
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import sys
 import time
@@ -43,7 +42,7 @@ from minisora.evaluate import METRICS, evaluate_model
 from minisora.train import train_dit, train_vae
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
-from common import RESULTS, load_note, machine_name  # noqa: E402
+from common import RESULTS, load_note, machine_name, write_results  # noqa: E402
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "assets" / "tiny-shapes"
 PROMPTS = [  # the demo's prompts: one per shape, four directions
@@ -195,10 +194,7 @@ def main() -> None:
         plot_scaling(rows).savefig(args.plot, dpi=120)
         print(f"wrote {args.plot}")
     if args.write_results:
-        stamp = datetime.date.today().isoformat()
-        header = f"\n## scaling · {machine_name(args.device)} · torch {torch.__version__} · {stamp}\n\n"
-        with RESULTS.open("a") as f:  # opened at write time: other benchmarks append to the file too
-            f.write(header + f"{note}\n\n" + table)
+        write_results("scaling", args.device, note, table)
         print(f"appended to {RESULTS}")
 
 
