@@ -8,22 +8,30 @@ model and never the other way round. `model.generate(...)` is `generate(model, .
     generate_image(model, prompt, height, width)         text-to-image: a one-frame video -> (H, W, 3) uint8
     sample_window(model, prompt, head, tail, new_frames) given frames at the start and/or end of a window,
                                                          new frames between them: every prompting mode's step
-    sample_latents(model, prompts, num_frames, ...)      the engine: defaults, then flow.sample
+    sample_latents(model, prompts, num_frames, ...)      the engine: defaults, a cost check, then flow.sample
 
 Every mode ends in `sample_latents`, the one place where steps, guidance and sampler default to the
-model's config (`config.flow`).
+model's config (`config.flow`) and where a size is checked against memory and time before any work:
+what cannot fit is refused with a ValueError, what will take minutes is announced with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import os
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import flow
 from .frames import as_pixels, fit_video, to_uint8
+
+LONG_SECONDS = 60  # warn before sampling that is expected to take longer than this
 
 
 @torch.no_grad()
@@ -167,6 +175,7 @@ def sample_latents(model, prompts: list[str | None], num_frames: int, height: in
     if prompts == [None]:  # no text: the DiT reads only its learned null token, as in text dropout
         guidance = 1.0
     shape = model.latent_shape(num_frames, height, width)
+    check_cost(model, num_frames, height, width, steps, guidance, sampler)
 
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn((len(prompts), *shape), generator=generator).to(model.device)
@@ -181,6 +190,90 @@ def sample_latents(model, prompts: list[str | None], num_frames: int, height: in
                        z_init=z_init, t_start=t_start, callback=callback, progress=progress)
 
 
+# ---------------------------------------------------------------------------- what a size costs
 def num_tokens(model, latent_shape: tuple[int, int, int, int]) -> int:
     """Spacetime patches (DiT tokens) of one latent (C, T', H', W')."""
     return math.prod(size // p for size, p in zip(latent_shape[1:], model.config.dit.patch_size))
+
+
+def sampling_cost(model, num_frames: int, height: int, width: int, steps: int, guidance: float,
+                  sampler: str) -> dict[str, float]:
+    """Rough cost of sampling one video: {"tokens", "bytes" (peak memory), "seconds"} on the model's device.
+
+    Memory: the larger of the DiT's activations (tokens x width, a batch of two under guidance) and the
+    VAE decoder's full-resolution stage (upsampled input, its time-padded copy, the output), in float32.
+    Time: matmul FLOPs (DiT.flops_per_forward per model call, plus the decoder's 3x3x3 convolutions)
+    over this device's measured matmul speed, at half efficiency. Right within a factor of a few: enough
+    to refuse what cannot fit and to warn about what will take minutes.
+    """
+    cfg, vae_cfg = model.config, model.config.vae
+    tokens = num_tokens(model, model.latent_shape(num_frames, height, width))
+    batch = 1 if guidance in (0, 1) else 2
+    calls = steps * (2 if sampler == "heun" else 1)
+    dit_bytes = batch * tokens * cfg.dit.dim * (8 + cfg.dit.mlp_ratio) * 4
+    if cfg.dit.attention_backend == "reference":  # the specification keeps every (query, key) score
+        dit_bytes += batch * cfg.dit.heads * tokens**2 * 4
+    widths = [vae_cfg.base_channels * m for m in vae_cfg.channel_mults]
+    pixels = num_frames * height * width
+    vae_bytes = (2 * widths[min(1, len(widths) - 1)] + widths[0]) * pixels * 4
+    full_res = widths[min(1, len(widths) - 1)] * widths[0] + 2 * vae_cfg.num_res_blocks * widths[0] ** 2
+    vae_flops = 1.3 * 2 * 27 * pixels * full_res  # + 30% for the levels below full resolution
+    dit_flops = getattr(model.dit, "flops_per_forward", lambda *_: 0)  # a stand-in velocity model is free
+    flops = batch * calls * dit_flops(tokens, cfg.text.max_len) + vae_flops
+    seconds = flops / (0.5 * _flops_per_second(model.device.type))
+    return {"tokens": tokens, "bytes": max(dit_bytes, vae_bytes), "seconds": seconds}
+
+
+def check_cost(model, num_frames: int, height: int, width: int, steps: int, guidance: float,
+               sampler: str) -> None:
+    """Refuse (ValueError) a size that cannot fit in the device's memory; warn when it will take long."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        return  # no cost to tell: flow.sample refuses such steps with its own message
+    cost = sampling_cost(model, num_frames, height, width, steps, guidance, sampler)
+    size, device = f"{num_frames} frames of {height}x{width}", model.device.type
+    data = model.config.data
+    have = _device_memory(model.device)
+    if have is not None and cost["bytes"] > have:
+        raise ValueError(f"{size} need about {_gib(cost['bytes'])} of memory to sample ({cost['tokens']:,} tokens), "
+                         f"more than the {_gib(have)} free on this {device}: ask for fewer pixels (this model was "
+                         f"trained on {data.num_frames} frames of {data.height}x{data.width})")
+    if cost["seconds"] > LONG_SECONDS:
+        minutes = cost["seconds"] / 60
+        took = f"{minutes:.0f} minutes" if minutes < 120 else f"{minutes / 60:.0f} hours"
+        warnings.warn(f"{size} ({cost['tokens']:,} tokens, {steps} steps) will take about {took} on this {device}, "
+                      f"with about {_gib(cost['bytes'])} of memory; fewer pixels or steps are faster", stacklevel=2)
+
+
+def _gib(size: float) -> str:
+    """Bytes as "12 GiB" (or "300 MiB" below a GiB)."""
+    return f"{size / 2**30:.0f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+
+
+def _device_memory(device: torch.device) -> int | None:
+    """Bytes this process can still use: a GPU's free memory (and what torch holds unused), or the
+    machine's available RAM (/proc/meminfo, else its total); None when it cannot be told."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # the file counts kB
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows) or no such value
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _flops_per_second(device_type: str) -> float:
+    """This device's float32 matmul speed, measured once: 8 products of 512 x 512 matrices."""
+    a = torch.randn(512, 512, device=device_type)
+    sync = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
+    a @ a  # warm-up
+    sync()
+    start = time.perf_counter()
+    for _ in range(8):
+        a @ a
+    sync()
+    return 8 * 2 * 512**3 / max(time.perf_counter() - start, 1e-9)
