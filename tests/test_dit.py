@@ -7,7 +7,7 @@ import torch
 import torch.utils.flop_counter
 
 from minisora.config import DiTConfig, get_preset
-from minisora.dit import DiT
+from minisora.dit import TIME_FREQ_DIM, DiT
 
 C, TEXT_DIM = 4, 16
 
@@ -146,7 +146,9 @@ def test_parameter_and_flop_counts():
     cfg = get_preset("tiny")
     model = DiT(dataclasses.replace(cfg.dit, attention_backend="reference"),
                 latent_channels=cfg.vae.latent_channels, text_dim=cfg.text.dim)
-    assert model.num_params() == sum(p.numel() for p in model.parameters())
+    assert model.num_params() == dit_params_by_hand(model.cfg, cfg.vae.latent_channels, cfg.text.dim)
+    other = DiTConfig(patch_size=(2, 1, 1), dim=48, depth=1, heads=2, mlp_ratio=2.0, qk_norm=False)
+    assert DiT(other, latent_channels=3, text_dim=16).num_params() == dit_params_by_hand(other, 3, 16)
     assert 0.5e6 < model.num_params() < 3e6  # DESIGN.md: the tiny DiT has about a million parameters
     # The formula agrees with PyTorch's own count of one forward's matmul FLOPs (tiny: 3x8x8 latents
     # -> 48 tokens). PyTorch also counts the per-frame modulation MLPs, which the formula leaves out.
@@ -157,3 +159,22 @@ def test_parameter_and_flop_counts():
     predicted = model.flops_per_forward(num_tokens=48, text_len=24)
     assert 0.9 < predicted / counter.get_total_flops() <= 1.0
     assert model.flops_per_forward(96, 24) > 2 * predicted  # attention grows quadratically
+
+
+def dit_params_by_hand(cfg: DiTConfig, latent_channels: int, text_dim: int) -> int:
+    """The DiT's parameter count from its architecture, layer by layer (weights + biases)."""
+    d, hidden, head = cfg.dim, int(cfg.dim * cfg.mlp_ratio), cfg.dim // cfg.heads
+    patch = latent_channels * cfg.patch_size[0] * cfg.patch_size[1] * cfg.patch_size[2]
+
+    def linear(n_in: int, n_out: int) -> int:
+        return n_in * n_out + n_out
+
+    qk_norms = 2 * head if cfg.qk_norm else 0
+    block = (linear(d, 3 * d) + qk_norms + linear(d, d)  # self-attention: qkv, q/k RMSNorm, out
+             + linear(d, d) + linear(d, 2 * d) + qk_norms + linear(d, d)  # cross-attention: q, kv, out
+             + linear(d, hidden) + linear(hidden, d)  # MLP
+             + linear(d, 9 * d))  # adaLN-Zero: shift, scale, gate for each of the three
+    embeddings = (linear(patch, d) + linear(TIME_FREQ_DIM, d) + linear(d, d)  # patches, timestep MLP
+                  + linear(text_dim, d) + d)  # text projection, null token
+    final = linear(d, 2 * d) + linear(d, patch)
+    return cfg.depth * block + embeddings + final

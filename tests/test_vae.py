@@ -104,10 +104,19 @@ def test_loss_is_deterministic_with_a_generator_and_weights_kl():
     b = vae.loss(video, generator=torch.Generator().manual_seed(7))
     assert set(a) == {"loss", "recon_loss", "kl"}
     assert a["loss"].item() == b["loss"].item()
-    assert a["loss"].item() == pytest.approx(a["recon_loss"].item() + SMALL.kl_weight * a["kl"].item(), rel=1e-6)
-    heavy = make_vae(dataclasses.replace(SMALL, kl_weight=1.0))
-    c = heavy.loss(video, generator=torch.Generator().manual_seed(7))
-    assert c["loss"].item() == pytest.approx(c["recon_loss"].item() + c["kl"].item(), rel=1e-6)
+    # The KL term is weighted: trained alike from the same start, a heavy weight pulls the posterior to
+    # N(0, I) (small KL), the tiny default lets it drift for the sake of reconstruction.
+    kls = {}
+    for weight in (SMALL.kl_weight, 1.0):
+        vae = make_vae(dataclasses.replace(SMALL, kl_weight=weight))
+        opt = torch.optim.Adam(vae.parameters(), lr=1e-2)
+        for step in range(15):
+            out = vae.loss(video, generator=torch.Generator().manual_seed(step))
+            opt.zero_grad()
+            out["loss"].backward()
+            opt.step()
+        kls[weight] = out["kl"].item()
+    assert kls[1.0] < 0.5 * kls[SMALL.kl_weight], kls
 
 
 def test_calibrate_gives_unit_variance_latents_and_is_saved():
