@@ -1,5 +1,9 @@
 """The diffusion transformer (DiT): predicts the flow velocity of a noisy latent video.
 
+After Peebles & Xie, "Scalable Diffusion Models with Transformers" (DiT, arXiv:2212.09748), the
+backbone Sora's report names, with cross-attention to text (as in PixArt-alpha, arXiv:2310.00426),
+3D rotary positions (RoPE, arXiv:2104.09864) and QK-norm (arXiv:2302.05442).
+
     v = DiT(cfg, latent_channels, text_dim)(zt, t, context, context_mask)
 
 Reading order, top to bottom:

@@ -1,5 +1,10 @@
 """Rectified flow: noise, the training loss, samplers and classifier-free guidance.
 
+Rectified flow (Liu et al., "Flow Straight and Fast", arXiv:2209.03003) with the logit-normal timesteps
+and resolution-dependent shift of SD3 (Esser et al., arXiv:2403.03206), classifier-free guidance (Ho &
+Salimans, arXiv:2207.12598), Heun's second-order step as in EDM (Karras et al., arXiv:2206.00364), and a
+timestep per latent frame as in Diffusion Forcing (Chen et al., arXiv:2407.01392).
+
 A straight line joins each clean latent z0 (t = 0) to a noise sample eps (t = 1):
 
     zt = (1 - t) * z0 + t * eps,        velocity  v = d zt / dt = eps - z0.

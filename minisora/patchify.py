@@ -11,6 +11,10 @@ on. The transformer needs to know where each token came from; `Patchifier.positi
 (t, y, x) coordinate of every token, and `RotaryEmbedding3D` turns those coordinates into rotations
 of the attention queries and keys (RoPE), so attention scores depend on *relative* offsets in time
 and space. Positions are plain floats: a size never seen in training just has more of them.
+
+Sources: Sora's report ("Video generation models as world simulators", OpenAI 2024); spacetime
+"tubelet" patches from ViViT (arXiv:2103.15691); any aspect ratio and resolution from NaViT
+(arXiv:2307.06304); rotary positions from RoFormer (RoPE, arXiv:2104.09864).
 """
 
 from __future__ import annotations

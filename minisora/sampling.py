@@ -10,6 +10,10 @@ model and never the other way round. `model.generate(...)` is `generate(model, .
                                                          new frames between them: every prompting mode's step
     sample_latents(model, prompts, num_frames, ...)      the engine: defaults, a cost check, then flow.sample
 
+The engine integrates the rectified-flow ODE (arXiv:2209.03003) from noise to a clean latent, with
+classifier-free guidance (arXiv:2207.12598) and SD3's resolution-dependent time shift (arXiv:2403.03206);
+given frames are held clean at t = 0 (one timestep per latent frame, see flow.py).
+
 Every mode ends in `sample_latents`, the one place where steps, guidance and sampler default to the
 model's config (`config.flow`) and where a size is checked against memory and time before any work:
 what cannot fit is refused with a ValueError, what will take minutes is announced with a warning.

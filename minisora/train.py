@@ -19,7 +19,10 @@ KeyboardInterrupt raised.
 
 Several GPUs (or CPU processes): launch with `torchrun --nproc_per_node=N -m minisora train ...`. Each
 process takes its share of every global batch and PyTorch's DistributedDataParallel averages the
-gradients (nccl on GPU, gloo on CPU); rank 0 alone writes checkpoints and shows progress.
+gradients (nccl on GPU, gloo on CPU; arXiv:2006.15704); rank 0 alone writes checkpoints and shows progress.
+
+Sources: AdamW (arXiv:1711.05101) with warm-up and cosine decay (arXiv:1608.03983), mixed precision
+(arXiv:1710.03740), an EMA of the DiT's weights for sampling as in DiT (arXiv:2212.09748).
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ Why causal: every convolution pads only on the *past* side of the time axis, so 
 only video frames <= tf*j. Frame 0 is therefore encoded on its own and an image is just a 1-frame
 video: one set of weights compresses images and videos of any length.
 
+Sources: the VAE (Kingma & Welling, arXiv:1312.6114); causal 3D convolutions that make an image a
+one-frame video, as in MAGVIT-v2 (arXiv:2310.05737) and CogVideoX's 3D causal VAE (arXiv:2408.06072).
+
 Reading order: CausalConv3d -> FrameNorm -> ResBlock -> Upsample -> Encoder / Decoder -> VideoVAE,
 and check_video_size, which says which sizes fit.
 """
