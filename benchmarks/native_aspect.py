@@ -10,7 +10,7 @@ and found the square-crop model often leaves its subject partly out of the pictu
     data     shapes-world clips at their native sizes: 9x32x32, 9x32x64 (wide) and 1x32x64 (wide images,
              joint image + video training). Every object is whole in every frame: the world bounces
              objects off its walls.
-    native   trained on them as they are, a batch per size (minisora.train.BatchPlan)
+    native   trained on them as they are, a batch per size (minisora.batching.BatchPlan)
     square   trained on the same items centre-cropped to 32x32: wide clips lose their sides, and objects
              there with them, while the caption still names them (what cropping does to real data)
 
