@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score a model with the world-physics evaluator")
     p.add_argument("--model", required=True, help="a folder written by save_pretrained")
     p.add_argument("--prompts", default=None, help="text file with one prompt per line (default: demo prompts)")
+    p.add_argument("--heldout", type=int, default=None, metavar="N",
+                   help="score N captions of the world seed that training never uses (evaluate.heldout_prompts)")
     p.add_argument("--samples", type=int, default=4, help="videos per prompt")
     p.add_argument("--seed", type=int, default=0, help="first noise seed")
     p.add_argument("--json", default=None, help="also write the results as JSON here")
@@ -305,11 +307,18 @@ def cmd_sample(args) -> None:
 def cmd_eval(args) -> None:
     import json
 
-    from .evaluate import evaluate_model, format_table
+    from .evaluate import evaluate_model, format_table, heldout_prompts
     from .pipeline import MiniSora
 
     model = MiniSora.from_pretrained(args.model)
-    if args.prompts:
+    if args.prompts and args.heldout:
+        raise ValueError("give --prompts FILE or --heldout N, not both")
+    if args.heldout is not None:
+        if args.heldout < 1:
+            raise ValueError(f"--heldout takes a number of prompts >= 1, got {args.heldout}")
+        data = model.config.data
+        prompts = heldout_prompts(args.heldout, data.max_objects, data.gravity, data.occluder)
+    elif args.prompts:
         lines = Path(args.prompts).read_text().splitlines()
         prompts = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
         if not prompts:

@@ -173,6 +173,11 @@ class DiT(nn.Module):
         self.patch_embed = nn.Linear(self.patch_dim, dim)
         self.time_mlp = nn.Sequential(nn.Linear(TIME_FREQ_DIM, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.context_proj = nn.Linear(text_dim, dim)
+        # The prompt's mean word vector joins the timestep in the adaLN conditioning, so every token of
+        # every frame hears the whole prompt at once. Cross-attention alone lets each token read the
+        # words it finds useful; a tiny DiT learned colour, size and shape that way but not motion,
+        # which must agree across all frames (DiT and SD3 condition adaLN on a pooled text/class vector too).
+        self.text_pool = nn.Linear(text_dim, dim)
         # Always the first cross-attention key: with every word masked (dropped prompt), attention
         # still has one key to read, and what it reads is a learned "no prompt".
         self.null_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
@@ -217,7 +222,7 @@ class DiT(nn.Module):
 
         if t.dim() == 1:
             t = t[:, None].expand(b, num_latent_frames)
-        c = self.time_mlp(timestep_embedding(t))  # (B, T', D)
+        c = self.time_mlp(timestep_embedding(t)) + self._pooled_text(b, context, context_mask)  # (B, T', D)
         # A patch spanning pt latent frames averages their embeddings (exact for the default pt = 1).
         c = reduce(c, "b (t pt) d -> b t 1 d", "mean", pt=self.cfg.patch_size[0])  # (B, nT, 1, D)
 
@@ -227,6 +232,15 @@ class DiT(nn.Module):
             x = block(x, c, cos, sin, context, keep)
         x = self.final(x, c)  # (B, nT, S, patch_dim)
         return self.patchifier.unpatchify(rearrange(x, "b t s p -> b (t s) p"), grid)
+
+    def _pooled_text(self, b, context, context_mask) -> torch.Tensor:
+        """Mean over the prompt's words, projected: `(B, 1, D)`; no prompt (or no word) gives the bias alone."""
+        if context is None:
+            return self.text_pool.bias.expand(b, 1, -1)
+        keep = (torch.ones(context.shape[:2], dtype=torch.bool, device=context.device) if context_mask is None
+                else context_mask).to(context.dtype)[..., None]  # (B, L, 1)
+        pooled = (context * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)  # (B, Dt)
+        return self.text_pool(pooled)[:, None, :]
 
     def _prepend_null(self, b, context, context_mask):
         """-> context `(B, 1 + L, D)` with the null token first, keep `(B, 1 + L)` bool."""

@@ -233,6 +233,20 @@ def score(video, prompt: str) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------- scoring models
+HELDOUT_SEED = 777  # the world seed of the held-out prompts: no training run of minisora draws scenes from it
+
+
+def heldout_prompts(count: int = 48, max_objects: int = 2, gravity: bool = False, occluder: bool = False,
+                    seed: int = HELDOUT_SEED) -> list[str]:
+    """Captions of `count` scenes of a world seed that training never uses: what a model is scored on.
+
+    Drawn exactly as `data.ShapesWorld(seed=seed)` draws its items, so `ShapesWorld(..., seed=HELDOUT_SEED)`
+    renders the real videos of the same prompts (the world's own score, the VAE's round trip).
+    """
+    rngs = (np.random.default_rng((seed, i)) for i in range(count))
+    return [world.caption(world.sample_scene(rng, max_objects, 0.5 * gravity, 0.5 * occluder), rng) for rng in rngs]
+
+
 def mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
     """Per-metric means of several `score` results, each over the videos where that metric applies."""
     names = (*METRICS, "overall")

@@ -27,6 +27,7 @@ Sources: AdamW (arXiv:1711.05101) with warm-up and cosine decay (arXiv:1608.0398
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -46,6 +47,8 @@ from . import flow
 from .batching import BatchPlan, batch_indices, item_sizes
 from .checkpoint import Checkpointer, HoldInterrupt, optimizer_from_tensors, optimizer_to_tensors
 from .config import FlowConfig, TrainConfig
+from .data import ShapesWorld
+from .evaluate import HELDOUT_SEED, evaluate_model, heldout_prompts
 
 
 # ---------------------------------------------------------------------------- objectives
@@ -117,6 +120,7 @@ class TrainResult:
     stage: str
     steps: int
     history: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) every log_every steps
+    evals: list[dict] = field(default_factory=list)  # {"step", "minutes", metric: value} every eval_every steps
     seconds: float = 0.0
     checkpoint: str | None = None
 
@@ -137,9 +141,13 @@ def learning_rate(step: int, steps: int, base_lr: float, warmup: int) -> float:
 
 def fit(objective: nn.Module, make_batch: Callable[[int, int, int], dict], *, stage: str, steps: int,
         lr: float, train_cfg: TrainConfig, device: torch.device, checkpoint_dir: str | os.PathLike | None = None,
-        resume: bool = False, use_ema: bool = False, progress: bool = True) -> tuple[TrainResult, nn.Module | None]:
+        resume: bool = False, use_ema: bool = False, progress: bool = True,
+        evaluate: Callable[[nn.Module], dict] | None = None) -> tuple[TrainResult, nn.Module | None]:
     """Train `objective` for `steps` steps. make_batch(step, rank, world_size) -> batch dict on `device`.
 
+    evaluate(weights) -> {metric: value}: called on rank 0 every `train_cfg.eval_every` steps and at the
+    end, with the EMA copy of the objective (or the objective itself); its result goes to `result.evals`,
+    the progress bar and `evals.jsonl` beside the checkpoints.
     Returns the result and the EMA copy of the objective (or None). Raises FloatingPointError when the
     loss stops being finite, and KeyboardInterrupt (after checkpointing) on Ctrl-C.
     """
@@ -168,6 +176,10 @@ def fit(objective: nn.Module, make_batch: Callable[[int, int, int], dict], *, st
         if ema is not None:
             ema.load_state_dict(tensors["ema"])
         start, result.history = state["step"], [tuple(h) for h in state["history"]]
+        result.evals = state.get("evals", [])
+        elapsed = state.get("minutes", 0.0) * 60
+    else:
+        elapsed = 0.0
 
     def save(step: int) -> None:
         if checkpointer is None or rank != 0:
@@ -177,10 +189,29 @@ def fit(objective: nn.Module, make_batch: Callable[[int, int, int], dict], *, st
         if ema is not None:
             groups["ema"] = ema.state_dict()
         groups = {name: {k: v.detach().cpu().contiguous() for k, v in g.items()} for name, g in groups.items()}
-        path = checkpointer.save(step, groups, {"stage": stage, "optimizer": opt_meta, "history": result.history})
+        path = checkpointer.save(step, groups, {"stage": stage, "optimizer": opt_meta, "history": result.history,
+                                                "evals": result.evals, "minutes": minutes()})
         result.checkpoint = str(path)
 
-    started = time.time()
+    def minutes() -> float:  # training time so far, across resumes, without the time spent evaluating
+        return round((elapsed + time.time() - started - eval_seconds) / 60, 3)
+
+    def run_evaluation(step: int) -> None:
+        nonlocal eval_seconds
+        if evaluate is None or rank != 0:
+            return
+        began = time.time()
+        scores = {"step": step, "minutes": minutes(), **evaluate(ema.module if ema is not None else objective)}
+        objective.train()
+        result.evals.append(scores)
+        if checkpointer is not None:
+            checkpointer.directory.mkdir(parents=True, exist_ok=True)
+            with open(checkpointer.directory / "evals.jsonl", "a") as log:
+                log.write(json.dumps(scores) + "\n")
+        bar.set_postfix(loss=f"{loss.item():.4f}", score=f"{scores.get('overall', 0.0):.2f}")
+        eval_seconds += time.time() - began
+
+    started, eval_seconds = time.time(), 0.0
     bar = tqdm(total=steps, initial=start, desc=f"train {stage}", disable=not progress or rank != 0)
     for step in range(start, steps):
         with HoldInterrupt() as held:
@@ -206,8 +237,13 @@ def fit(objective: nn.Module, make_batch: Callable[[int, int, int], dict], *, st
                 ema.update_parameters(objective)
         if step % train_cfg.log_every == 0 or step == steps - 1:
             result.history.append((step, loss.item()))
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}",
+                            **({"score": f"{result.evals[-1].get('overall', 0.0):.2f}"} if result.evals else {}))
         bar.update(1)
+        # Every eval_every steps, and at the end of a run long enough to have reached one of those.
+        if train_cfg.eval_every and ((step + 1) % train_cfg.eval_every == 0
+                                     or (step == steps - 1 and steps >= train_cfg.eval_every)):
+            run_evaluation(step + 1)
         if held.pressed or (step + 1) % train_cfg.checkpoint_every == 0 or step == steps - 1:
             save(step + 1)
         if held.pressed:
@@ -269,6 +305,28 @@ def train_vae(model, dataset, *, steps: int | None = None, batch_size: int | Non
     return result
 
 
+def _heldout_check(model, dataset) -> Callable[[nn.Module], dict] | None:
+    """evaluate(weights) for `fit`: the mean evaluator scores of `eval_prompts` held-out prompts, one video
+    each, sampled with `weights` (a FlowObjective: text encoder + DiT) in place of the model's own.
+    Only for the shapes world, whose captions the evaluator can read (None otherwise)."""
+    if model.config.data.dataset != "shapes" or not all(
+            isinstance(part, ShapesWorld) for part in getattr(dataset, "datasets", [dataset])):
+        return None
+    data = model.config.data
+    prompts = heldout_prompts(model.config.train.eval_prompts, data.max_objects, data.gravity, data.occluder)
+
+    def check(weights: nn.Module) -> dict:
+        own = model.text_encoder, model.dit
+        model.text_encoder, model.dit = weights.text_encoder, weights.dit
+        try:
+            results = evaluate_model(model, prompts, samples=1, seed=HELDOUT_SEED, progress=False)
+        finally:
+            model.text_encoder, model.dit = own
+        return {name: round(value, 4) for name, value in results["mean"].items()}
+
+    return check
+
+
 def train_dit(model, dataset, *, steps: int | None = None, batch_size: int | None = None, lr: float | None = None,
               out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train `model.dit` and `model.text_encoder` on latents of the (frozen) VAE; keep the EMA weights.
@@ -322,7 +380,8 @@ def train_dit(model, dataset, *, steps: int | None = None, batch_size: int | Non
     checkpoint_dir = Path(out_dir) / "checkpoints" / "dit" if out_dir is not None else None
     objective = FlowObjective(model.text_encoder, model.dit, model.config.flow, model.config.dit.patch_size)
     result, ema = fit(objective, make_batch, stage="dit", steps=steps, lr=lr, train_cfg=cfg, device=device,
-                      checkpoint_dir=checkpoint_dir, resume=resume, use_ema=True, progress=progress)
+                      checkpoint_dir=checkpoint_dir, resume=resume, use_ema=True, progress=progress,
+                      evaluate=_heldout_check(model, dataset) if cfg.eval_prompts else None)
     objective.load_state_dict(ema.module.state_dict())  # sample with the smoother EMA weights
     model.vae.requires_grad_(True)
     model.eval()

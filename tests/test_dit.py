@@ -14,7 +14,7 @@ C, TEXT_DIM = 4, 16
 
 def _dit(seed=0, **overrides) -> DiT:
     torch.manual_seed(seed)
-    cfg = DiTConfig(dim=32, depth=2, heads=2, attention_backend="reference")
+    cfg = DiTConfig(patch_size=(1, 2, 2), dim=32, depth=2, heads=2, attention_backend="reference")
     return DiT(dataclasses.replace(cfg, **overrides), latent_channels=C, text_dim=TEXT_DIM)
 
 
@@ -150,15 +150,16 @@ def test_parameter_and_flop_counts():
     other = DiTConfig(patch_size=(2, 1, 1), dim=48, depth=1, heads=2, mlp_ratio=2.0, qk_norm=False)
     assert DiT(other, latent_channels=3, text_dim=16).num_params() == dit_params_by_hand(other, 3, 16)
     assert 0.5e6 < model.num_params() < 3e6  # DESIGN.md: the tiny DiT has about a million parameters
-    # The formula agrees with PyTorch's own count of one forward's matmul FLOPs (tiny: 3x8x8 latents
-    # -> 48 tokens). PyTorch also counts the per-frame modulation MLPs, which the formula leaves out.
-    zt, t, context, mask = _inputs(1, 3, 8, 8, text_len=24)
+    # The formula agrees with PyTorch's own count of one forward's matmul FLOPs (tiny: 5x16x16 latents
+    # in 4x4 patches -> 80 tokens). PyTorch also counts the per-frame modulation MLPs, which the formula
+    # leaves out.
+    zt, t, context, mask = _inputs(1, 5, 16, 16, text_len=24)
     context = torch.randn(1, 24, cfg.text.dim)
     with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
         model(zt, t, context, mask)
-    predicted = model.flops_per_forward(num_tokens=48, text_len=24)
+    predicted = model.flops_per_forward(num_tokens=80, text_len=24)
     assert 0.9 < predicted / counter.get_total_flops() <= 1.0
-    assert model.flops_per_forward(96, 24) > 2 * predicted  # attention grows quadratically
+    assert model.flops_per_forward(160, 24) > 2 * predicted  # attention grows quadratically
 
 
 def dit_params_by_hand(cfg: DiTConfig, latent_channels: int, text_dim: int) -> int:
@@ -175,6 +176,7 @@ def dit_params_by_hand(cfg: DiTConfig, latent_channels: int, text_dim: int) -> i
              + linear(d, hidden) + linear(hidden, d)  # MLP
              + linear(d, 9 * d))  # adaLN-Zero: shift, scale, gate for each of the three
     embeddings = (linear(patch, d) + linear(TIME_FREQ_DIM, d) + linear(d, d)  # patches, timestep MLP
-                  + linear(text_dim, d) + d)  # text projection, null token
+                  + linear(text_dim, d) + d  # text projection, null token
+                  + linear(text_dim, d))  # pooled prompt into the adaLN conditioning
     final = linear(d, 2 * d) + linear(d, patch)
     return cfg.depth * block + embeddings + final

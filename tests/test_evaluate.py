@@ -203,3 +203,19 @@ def test_the_evaluator_reads_a_prompt_as_the_model_does():
     video = world.render(one_object(motion="up-left"), 9, 32, 32).video
     assert "direction" not in score(video, prompt)
     assert "direction" in score(video, "a red circle moves up and to the left")
+
+
+def test_heldout_prompts_are_the_captions_of_an_unused_world_seed():
+    from minisora.data import ShapesWorld
+
+    prompts = evaluate.heldout_prompts(12)
+    assert prompts == evaluate.heldout_prompts(12)  # fixed, so scores of different runs compare
+    world_items = ShapesWorld(9, 32, 32, seed=evaluate.HELDOUT_SEED, length=12, return_truth=False)
+    assert prompts == [world_items[i]["caption"] for i in range(12)]
+    assert prompts != ShapesWorld(9, 32, 32, seed=0, length=12).captions  # not the training seed's
+    # The presets' options reach the scenes: gravity and the grey bar appear in the captions.
+    rich = " ".join(evaluate.heldout_prompts(40, max_objects=3, gravity=True, occluder=True))
+    assert "gravity" in rich and "bar" in rich
+    # And the world's own videos of these prompts score as real videos do.
+    scores = [evaluate.score(world_items[i]["video"], prompts[i]) for i in range(12)]
+    assert evaluate.mean_scores(scores)["overall"] > 0.85

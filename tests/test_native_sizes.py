@@ -70,7 +70,8 @@ def test_vae_and_dit_train_on_every_size_and_the_model_samples_them():
     dit = train_dit(model, data, steps=6, batch_size=4, progress=False)
     hook.remove()
     assert set(seen["vae"]) == set(SIZES)  # training batches (and calibration) of every size
-    latent = {(1 + (t - 1) // 4, h // 4, w // 4) for t, h, w in SIZES}
+    tf, sf = model.vae.temporal_factor, model.vae.spatial_factor
+    latent = {(1 + (t - 1) // tf, h // sf, w // sf) for t, h, w in SIZES}
     assert set(seen["dit"]) == latent  # images are one-latent-frame videos
     assert all(np.isfinite(loss) for _, loss in vae.history + dit.history)
     for frames, height, width in [(9, 16, 32), (1, 32, 16)]:  # sizes it never trained on

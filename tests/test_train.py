@@ -1,5 +1,6 @@
 """Training loops: losses fall, checkpoints are atomic, resume is exact, Ctrl-C and NaN are handled."""
 
+import json
 import os
 import signal
 
@@ -39,7 +40,7 @@ def test_batch_order_is_a_function_of_the_step():
 
 def test_vae_loss_falls(world):
     model = small_model()
-    result = train_vae(model, world, steps=40, lr=3e-3, progress=False)
+    result = train_vae(model, world, steps=60, lr=3e-3, progress=False)
     losses = [loss for _, loss in result.history]
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:3]) / 3
     # calibration leaves latents at roughly unit scale for the DiT
@@ -125,3 +126,19 @@ def test_an_explicit_setting_is_used_as_given_not_replaced_by_the_preset(world, 
     monkeypatch.setattr(train_module, "fit", fit)
     with pytest.raises(ValueError, match=f"{setting} must be"):
         train(small_model(latent_cache=0), world, progress=False, **{setting: value})
+
+
+def test_dit_training_scores_held_out_prompts_as_it_goes(world, tmp_path):
+    model = small_model(eval_every=2, eval_prompts=2)
+    result = train_dit(model, world, steps=5, out_dir=tmp_path, progress=False)
+    # Every 2 steps and at the end; each entry holds the evaluator's metrics over the held-out prompts.
+    assert [e["step"] for e in result.evals] == [2, 4, 5]
+    assert all(0 <= e["overall"] <= 1 and 0 <= e["presence"] <= 1 and e["minutes"] >= 0 for e in result.evals)
+    logged = [json.loads(line) for line in (tmp_path / "checkpoints" / "dit" / "evals.jsonl").read_text().splitlines()]
+    assert logged == result.evals
+    # A resumed run keeps the scores it had and adds the new ones.
+    resumed = small_model(eval_every=2, eval_prompts=2)
+    again = train_dit(resumed, world, steps=7, out_dir=tmp_path, resume=True, progress=False)
+    assert [e["step"] for e in again.evals] == [2, 4, 5, 6, 7]
+    # Runs shorter than eval_every (smoke tests, the CI demo) never stop to evaluate.
+    assert train_dit(small_model(eval_every=10, eval_prompts=2), world, steps=3, progress=False).evals == []

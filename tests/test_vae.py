@@ -33,12 +33,23 @@ def moving_blobs(n, num_frames, height, width, seed=0):
     return background + inside[:, None] * (color[:, :, None, None, None] - background)
 
 
-def test_tiny_preset_compresses_4x_time_and_space():
+def test_tiny_preset_compresses_2x_time_and_space():
     vae = VideoVAE(VAEConfig())
-    assert (vae.spatial_factor, vae.temporal_factor, vae.latent_channels) == (4, 4, 4)
-    assert vae.latent_shape(9, 32, 32) == (4, 3, 8, 8)
+    assert (vae.spatial_factor, vae.temporal_factor, vae.latent_channels) == (2, 2, 4)
+    assert vae.latent_shape(9, 32, 32) == (4, 5, 16, 16)
     mean, logvar = vae.encode(torch.zeros(1, 3, 9, 32, 32))
-    assert mean.shape == logvar.shape == (1, 4, 3, 8, 8)
+    assert mean.shape == logvar.shape == (1, 4, 5, 16, 16)
+
+
+def test_object_pixels_weigh_more_in_the_reconstruction_loss():
+    video = torch.full((1, 3, 3, 8, 8), -0.9)  # a dark backdrop ...
+    video[:, 0, :, 2:4, 5:7] = 0.8  # ... and a small red object, 4 pixels per frame
+    weights = make_vae().pixel_weights(video)
+    assert weights.shape == (1, 1, 3, 8, 8)
+    assert (weights[:, :, :, 2:4, 5:7] == SMALL.object_weight).all()
+    assert weights.sum().item() == 3 * (60 + 4 * SMALL.object_weight)  # everything else weighs 1
+    plain = make_vae(dataclasses.replace(SMALL, object_weight=1.0))
+    assert (plain.pixel_weights(video) == 1).all()
 
 
 @pytest.mark.parametrize("num_frames,height,width", [(1, 16, 16), (5, 16, 24), (9, 32, 32), (13, 8, 40)])

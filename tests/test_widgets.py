@@ -16,8 +16,8 @@ def model():
 
 def test_size_menus_offer_exactly_the_sizes_the_model_accepts(model):
     sizes = valid_sizes(model)
-    assert sizes["frames"] == [1, 5, 9, 13, 17]  # 1 + 4k up to twice the training length
-    assert sizes["heights"] == sizes["widths"] == [8, 16, 24, 32, 40, 48, 56, 64]  # VAE 4x times patch 2
+    assert sizes["frames"] == [1, 3, 5, 7, 9, 11, 13, 15, 17]  # 1 + 2k up to twice the training length
+    assert sizes["heights"] == sizes["widths"] == [8, 16, 24, 32, 40, 48, 56, 64]  # VAE 2x times patch 4
     for n in range(1, 18):
         accepted = True
         try:
