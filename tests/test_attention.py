@@ -121,6 +121,27 @@ def test_cpu_backward_matches_autograd(ext, b, h, n_q, n_k, d, dtype, tol):
         assert t.grad.dtype == dtype and rel_err(t.grad, r.grad) <= tol
 
 
+@pytest.mark.parametrize("threads", [1, 2], ids=["fused-per-head", "split-dkdv-dq"])
+def test_cpu_several_tiles_both_backward_schedules(ext, threads):
+    # N_q = 300 > 2 query tiles (128), N_k = 1100 > 2 key tiles (512): the online softmax rescales
+    # across tiles, and with one head on two threads the backward takes the split schedule.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        q, k, v = (t.requires_grad_() for t in qkv(1, 1, 300, 1100, 32, seed=5))
+        ref_inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        out = attention(q, k, v, backend="minisora")
+        ref = reference_attention(*ref_inputs)
+        assert rel_err(out, ref) < 1e-12
+        dout = torch.randn_like(out)
+        out.backward(dout)
+        ref.backward(dout)
+        for t, r in zip((q, k, v), ref_inputs):
+            assert rel_err(t.grad, r.grad) < 1e-12
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_gradcheck(ext):
     q, k, v = (t.requires_grad_() for t in qkv(1, 2, 5, 7, 4))
     assert torch.autograd.gradcheck(lambda a, b, c: attention(a, b, c, backend="minisora"), (q, k, v))
