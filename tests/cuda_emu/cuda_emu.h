@@ -20,8 +20,9 @@
 //  * Blocks run one after another on each of `workers` OS threads (blocks share nothing but global
 //    memory, so they may run in parallel: atomicAdd is a real atomic).
 //  * `__shared__` is `static thread_local`: one copy per OS thread, i.e. per running block, since all
-//    fibers of a block share their OS thread. Consequences: static __shared__ arrays only (no dynamic
-//    `extern __shared__`), and a block may see a previous block's leftovers (a GPU gives garbage).
+//    fibers of a block share their OS thread, so a block may see a previous block's leftovers there.
+//    Dynamic shared memory (MINISORA_DYNAMIC_SMEM in common.cuh) is a per-OS-thread buffer poisoned
+//    with NaN bytes before every block: reading what the block did not write shows as NaN.
 //  * Warp collectives exchange values through a per-warp buffer (two alternating slots, so one barrier
 //    per collective suffices) and check that all 32 lanes executed the same collective: a divergent
 //    shuffle is reported, as is a __syncthreads that some thread skipped (deadlock).
@@ -340,8 +341,22 @@ inline int lane_id() { return runner().current % 32; }
 
 enum CollectiveKind { SHFL = 1, SYNCWARP, MMA_K8, MMA_K16, LDMATRIX };
 
+// Dynamic shared memory (`extern __shared__`, MINISORA_DYNAMIC_SMEM): one buffer per OS thread, i.e.
+// per running block, filled with 0xFF bytes before every block -- a NaN in fp32, fp16 and bf16 -- so
+// a kernel that reads shared memory it did not write in this block (a previous block's leftovers on
+// a GPU, or garbage) computes NaN and fails its test.
+inline thread_local std::vector<unsigned char> dynamic_smem_buffer;
+inline thread_local size_t dynamic_smem_bytes = 0;
+inline unsigned char* dynamic_shared_memory() {
+  return reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<uintptr_t>(dynamic_smem_buffer.data()) + 127) & ~uintptr_t(127));
+}
+inline void poison_dynamic_shared_memory() {
+  if (dynamic_smem_bytes) std::memset(dynamic_shared_memory(), 0xFF, dynamic_smem_bytes);
+}
+
 // Runs `body` (the kernel call, arguments bound) over the grid; records the outcome in last_error.
-inline void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+inline void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, size_t smem_bytes = 0) {
   const long nblocks = (long)grid.x * grid.y * grid.z;
   const int nthreads = (int)(block.x * block.y * block.z);
   if (nthreads < 1 || nthreads > 1024 || nblocks < 1) { last_error = cudaErrorInvalidValue; return; }
@@ -351,8 +366,11 @@ inline void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
     BlockRunner r(nthreads);
     gridDim = grid;
     blockDim = block;
+    dynamic_smem_buffer.assign(smem_bytes + 128, 0);
+    dynamic_smem_bytes = smem_bytes;
     for (long b; !failed && (b = next++) < nblocks;) {
       blockIdx = dim3((unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y), (unsigned)(b / ((long)grid.x * grid.y)));
+      poison_dynamic_shared_memory();
       if (!r.run(body, (uint64_t)b)) {
         std::lock_guard<std::mutex> g(error_mutex());
         if (!failed.exchange(true)) error_text() = r.failure;
@@ -367,11 +385,12 @@ inline void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
   last_error = failed ? cudaErrorLaunchFailure : cudaSuccess;
 }
 
-// kernel<<<grid, block, 0, stream>>>(args...) becomes launch(kernel, grid, block, stream, args...).
+// kernel<<<grid, block, smem, stream>>>(args...) becomes launch(kernel, grid, block, smem, stream, args...).
 template <class... Params, class... Args>
-void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t, Args... args) {
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t, Args... args) {
   std::tuple<std::decay_t<Params>...> bound(args...);  // converted to the parameter types, as nvcc does
-  run_grid(grid, block, [&] { std::apply(kernel, bound); });
+  if (smem_bytes > 227 * 1024) { last_error = cudaErrorInvalidValue; return; }  // the largest (sm_90) limit
+  run_grid(grid, block, [&] { std::apply(kernel, bound); }, smem_bytes);
 }
 
 // ---- tensor cores -------------------------------------------------------------------------------
@@ -521,6 +540,9 @@ inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) 
   *value = attr == cudaDevAttrComputeCapabilityMajor ? cuda_emu::config().arch / 10 : cuda_emu::config().arch % 10;
   return cudaSuccess;
 }
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+template <class F>
+inline cudaError_t cudaFuncSetAttribute(F*, cudaFuncAttribute, int) { return cudaSuccess; }
 inline cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t = nullptr) {
   std::memset(p, value, bytes);
   return cudaSuccess;

@@ -1,7 +1,7 @@
 // cuda_emu_selftest.cpp -- small kernels that test the host emulation itself, plus the C functions
 // tests/test_cuda_kernels.py uses to configure it. Compiled with g++ -DMINISORA_EMU together with the
 // kernel sources of minisora/attention/csrc/cuda into one shared library loaded with ctypes.
-#include "../minisora/attention/csrc/cuda/ptx.cuh"
+#include "../../minisora/attention/csrc/cuda/ptx.cuh"
 
 namespace {
 

@@ -27,26 +27,6 @@ namespace {
 constexpr int kWarps = 4, kThreads = 32 * kWarps;
 constexpr int kBq = 16 * kWarps;
 
-// Element offset of chunk `ch` (8 values) of row `row` in a swizzled (rows, D) tile.
-template <int D>
-__device__ __forceinline__ int swizzled(int row, int ch) {
-  constexpr int kChunks = D / 8;
-  const int f = kChunks >= 8 ? row % 8 : (row / (8 / kChunks)) % kChunks;
-  return row * D + 8 * (ch ^ f);
-}
-
-// Issues cp.async copies of rows [row0, row0 + R) of a (N, D) matrix into a swizzled tile (no wait).
-template <class T, int D, int R>
-__device__ __forceinline__ void load_tile_async(T* tile, const T* src, int row0, int N) {
-  constexpr int kChunks = D / 8;
-  for (int idx = threadIdx.x; idx < R * kChunks; idx += kThreads) {
-    const int row = idx / kChunks, ch = idx % kChunks;
-    const bool valid = row0 + row < N;
-    const T* from = valid ? src + (long long)(row0 + row) * D + 8 * ch : src;  // never read when !valid
-    cp_async_16(tile + swizzled<D>(row, ch), from, valid);
-  }
-}
-
 template <class T, int D>
 __global__ __launch_bounds__(kThreads) void swizzle_ldmatrix_kernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out,
@@ -64,10 +44,10 @@ __global__ __launch_bounds__(kThreads) void swizzle_ldmatrix_kernel(
   const int num_k_blocks = ceil_div(Nk, kBk);
 
   // Two commit groups in flight: Q, then K/V tile 0.
-  load_tile_async<T, D, kBq>(Qs, q + bh * Nq * D, q0, Nq);
+  load_tile_async<T, D, kBq, kThreads>(Qs, q + bh * Nq * D, q0, Nq);
   cp_async_commit();
-  load_tile_async<T, D, kBk>(Ks[0], kh, 0, Nk);
-  load_tile_async<T, D, kBk>(Vs[0], vh, 0, Nk);
+  load_tile_async<T, D, kBk, kThreads>(Ks[0], kh, 0, Nk);
+  load_tile_async<T, D, kBk, kThreads>(Vs[0], vh, 0, Nk);
   cp_async_commit();
   cp_async_wait<1>();  // Q has landed (this thread's part) ...
   __syncthreads();     // ... and everyone's part is visible.
@@ -84,8 +64,8 @@ __global__ __launch_bounds__(kThreads) void swizzle_ldmatrix_kernel(
   for (int j = 0; j < num_k_blocks; ++j) {
     const int buf = j % 2;
     if (j + 1 < num_k_blocks) {  // prefetch tile j+1 into the other buffer, then wait for tile j only
-      load_tile_async<T, D, kBk>(Ks[buf ^ 1], kh, (j + 1) * kBk, Nk);
-      load_tile_async<T, D, kBk>(Vs[buf ^ 1], vh, (j + 1) * kBk, Nk);
+      load_tile_async<T, D, kBk, kThreads>(Ks[buf ^ 1], kh, (j + 1) * kBk, Nk);
+      load_tile_async<T, D, kBk, kThreads>(Vs[buf ^ 1], vh, (j + 1) * kBk, Nk);
       cp_async_commit();
       cp_async_wait<1>();
     } else {

@@ -10,6 +10,29 @@
 
 namespace minisora {
 
+// ---- swizzled shared-memory tiles (stage 3 and the tensor-core backward) -------------------------
+// Element offset of chunk `ch` (8 values) of row `row` in a swizzled (rows, D) tile.
+template <int D>
+__device__ __forceinline__ int swizzled(int row, int ch) {
+  constexpr int kChunks = D / 8;
+  const int f = kChunks >= 8 ? row % 8 : (row / (8 / kChunks)) % kChunks;
+  return row * D + 8 * (ch ^ f);
+}
+
+// Issues cp.async copies of rows [row0, row0 + R) of a (N, D) matrix into a swizzled tile (no wait), the
+// block's kThreads threads sharing the 16-byte chunks. Rows past N are zero-filled by the copy itself.
+template <class T, int D, int R, int kThreads>
+__device__ __forceinline__ void load_tile_async(T* tile, const T* src, int row0, int N) {
+  constexpr int kChunks = D / 8;
+  for (int idx = threadIdx.x; idx < R * kChunks; idx += kThreads) {
+    const int row = idx / kChunks, ch = idx % kChunks;
+    const bool valid = row0 + row < N;
+    const T* from = valid ? src + (long long)(row0 + row) * D + 8 * ch : src;  // never read when !valid
+    cp_async_16(tile + swizzled<D>(row, ch), from, valid);
+  }
+}
+
+
 // Running softmax state of the two rows a lane holds (index h: 0 -> row g, 1 -> row g + 8).
 struct RowState {
   float m[2] = {-INFINITY, -INFINITY};  // running max of the base-2 logits

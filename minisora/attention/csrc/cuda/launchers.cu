@@ -66,10 +66,11 @@ cudaError_t forward_typed(int stage, const void* q, const void* k, const void* v
 template <class T>
 cudaError_t backward_typed(const void* dout, const void* q, const void* k, const void* v, const void* out,
                            const float* lse, void* dq, void* dk, void* dv, float* workspace, int BH, int Nq,
-                           int Nk, int d, float scale, cudaStream_t stream) {
+                           int Nk, int d, float scale, bool deterministic, bool tensor_cores, cudaStream_t stream) {
   return flash_backward<T>(static_cast<const T*>(dout), static_cast<const T*>(q), static_cast<const T*>(k),
                            static_cast<const T*>(v), static_cast<const T*>(out), lse, static_cast<T*>(dq),
-                           static_cast<T*>(dk), static_cast<T*>(dv), workspace, BH, Nq, Nk, d, scale, stream);
+                           static_cast<T*>(dk), static_cast<T*>(dv), workspace, BH, Nq, Nk, d, scale,
+                           deterministic, tensor_cores, stream);
 }
 
 }  // namespace
@@ -112,14 +113,15 @@ int minisora_attn_fwd(int dtype, int stage, const void* q, const void* k, const 
   }
 }
 
-size_t minisora_attn_bwd_workspace_bytes(int dtype, int B, int H, int Nq, int Nk, int d) {
+size_t minisora_attn_bwd_workspace_bytes(int dtype, int B, int H, int Nq, int Nk, int d, int deterministic) {
   if (check_sizes(dtype, B, H, Nq, Nk, d) != MINISORA_OK) return 0;
-  return sizeof(float) * (size_t)B * H * Nq * (d + 1);  // dQ accumulator + D = rowsum(dO * O)
+  // D = rowsum(dO * O), then the fp32 dQ accumulator unless deterministic (dQ written directly).
+  return sizeof(float) * (size_t)B * H * Nq * (deterministic ? 1 : d + 1);
 }
 
 int minisora_attn_bwd(int dtype, const void* dout, const void* q, const void* k, const void* v, const void* out,
                       const float* lse, void* dq, void* dk, void* dv, float* workspace, int B, int H, int Nq,
-                      int Nk, int d, float scale, void* stream) {
+                      int Nk, int d, float scale, int deterministic, void* stream) {
   if (int err = check_sizes(dtype, B, H, Nq, Nk, d)) return err;
   if ((long long)B * H * Nk == 0) return MINISORA_OK;
   if ((long long)B * H * Nq == 0) {
@@ -138,8 +140,12 @@ int minisora_attn_bwd(int dtype, const void* dout, const void* q, const void* k,
   auto backward = dtype == MINISORA_F32   ? backward_typed<float>
                   : dtype == MINISORA_F16 ? backward_typed<__half>
                                           : backward_typed<__nv_bfloat16>;
-  return backward(dout, q, k, v, out, lse, dq, dk, dv, workspace, B * H, Nq, Nk, d, scale,
-                  static_cast<cudaStream_t>(stream));
+  // Tensor cores for fp16 (sm_75+) and bf16 (sm_80+), with 16-byte aligned tensors; else CUDA cores.
+  const bool aligned = aligned16(dout) && aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dq) &&
+                       aligned16(dk) && aligned16(dv);
+  const bool tensor_cores = aligned && (dtype == MINISORA_F16 || (dtype == MINISORA_BF16 && arch >= 80));
+  return backward(dout, q, k, v, out, lse, dq, dk, dv, workspace, B * H, Nq, Nk, d, scale, deterministic != 0,
+                  tensor_cores, static_cast<cudaStream_t>(stream));
 }
 
 const char* minisora_attn_error_string(int code) {

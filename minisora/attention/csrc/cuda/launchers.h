@@ -23,8 +23,10 @@
 // may not be; an explicit stage 2/3 then returns MINISORA_ERR_ALIGNMENT).
 //
 // Backward: FlashAttention-2 (D = rowsum(dout * out), P recomputed from lse, dK/dV per key block,
-// dQ accumulated in the float32 `workspace` with atomicAdd and converted at the end). It runs on CUDA
-// cores with fp32 math for all three dtypes (fp16/bf16 are converted on load).
+// dQ accumulated in the float32 `workspace` with one atomicAdd per element and key block, converted at
+// the end). fp16 (sm_75+) and bf16 (sm_80+) run on tensor cores (attn_bwd_mma.cu), fp32 on CUDA cores.
+// deterministic != 0: no atomics -- dQ gets its own pass (one block per query tile over all keys), so
+// the result is bit-reproducible run to run; it costs recomputing S and dP once more.
 //
 // Return value: 0 on success; a positive cudaError_t from the CUDA runtime (e.g. a launch failure);
 // or one of the negative MINISORA_ERR_* codes below. minisora_attn_error_string(code) explains any code.
@@ -67,8 +69,9 @@ int minisora_attn_fwd_stage(int dtype, int stage, int d);
 // it is overwritten (zeroed on the stream first), so one buffer can serve consecutive calls on a stream.
 int minisora_attn_bwd(int dtype, const void* dout, const void* q, const void* k, const void* v,
                       const void* out, const float* lse, void* dq, void* dk, void* dv,
-                      float* workspace, int B, int H, int Nq, int Nk, int d, float scale, void* stream);
-size_t minisora_attn_bwd_workspace_bytes(int dtype, int B, int H, int Nq, int Nk, int d);
+                      float* workspace, int B, int H, int Nq, int Nk, int d, float scale, int deterministic,
+                      void* stream);
+size_t minisora_attn_bwd_workspace_bytes(int dtype, int B, int H, int Nq, int Nk, int d, int deterministic);
 
 // A static, human-readable explanation of any return code above (never NULL).
 const char* minisora_attn_error_string(int code);
