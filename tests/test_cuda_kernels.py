@@ -488,6 +488,16 @@ def test_launchers_validate_and_resolve(emu):
     assert _rel_err(out, _reference(q, k, v, 0.125)[0]) <= TOLERANCE[F16]
 
 
+def test_non_positive_scale_avoids_the_tensor_core_softmax(emu):
+    # Stages 2/3 take the row max of the raw scores and scale it once, which needs scale > 0.
+    emu.configure(arch=80)
+    q, k, v = _inputs(1, 1, 20, 33, 64, F16, seed=4)
+    assert emu.forward(F16, 3, q, k, v, -0.125)[0] == ERR_STAGE
+    code, out, lse = emu.forward(F16, -1, q, k, v, -0.125)  # stage -1 runs stage 1 instead
+    emu.check(code)
+    assert _rel_err(out, _reference(q, k, v, -0.125)[0]) <= TOLERANCE[F16]
+
+
 def test_backward_without_queries_zeroes_dk_dv(emu):
     emu.configure()
     q, k, v = _inputs(1, 1, 0, 20, 32, F32, seed=0)

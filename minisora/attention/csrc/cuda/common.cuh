@@ -82,9 +82,9 @@ cudaError_t online_softmax_forward(const T* q, const T* k, const T* v, T* out, f
 template <class T>  // __half or __nv_bfloat16
 cudaError_t fa2_mma_forward(const T* q, const T* k, const T* v, T* out, float* lse,
                             int BH, int Nq, int Nk, int d, float scale, cudaStream_t stream);
-template <class T>  // __half or __nv_bfloat16
+template <class T>  // __half or __nv_bfloat16; arch picks the tile configuration (sm_75 or sm_80+)
 cudaError_t swizzle_ldmatrix_forward(const T* q, const T* k, const T* v, T* out, float* lse,
-                                     int BH, int Nq, int Nk, int d, float scale, cudaStream_t stream);
+                                     int BH, int Nq, int Nk, int d, float scale, int arch, cudaStream_t stream);
 // workspace: BH*Nq floats (D = rowsum(dO * O)) followed, unless deterministic, by BH*Nq*d floats (the dQ
 // accumulator). tensor_cores: fp16/bf16 through attn_bwd_mma.cu (the caller checks the arch).
 template <class T>

@@ -18,7 +18,7 @@
 //   2  FA2 loop order on tensor cores (mma.sync), fp16 from sm_75, bf16 from sm_80
 //   3  stage 2 + XOR-swizzled shared memory + ldmatrix (+ cp.async double buffering on sm_80+)
 //  -1  the best stage for (dtype, d, device): 3 for fp16 (and for bf16 on sm_80+), otherwise 1.
-//      If a pointer is not 16-byte aligned, -1 quietly uses stage 1 instead of 2/3.
+//      If a pointer is not 16-byte aligned, or scale <= 0, -1 quietly uses stage 1 instead of 2/3.
 // Stages 2 and 3 need fp16/bf16 and 16-byte aligned q, k, v, out (tensor views with a storage offset
 // may not be; an explicit stage 2/3 then returns MINISORA_ERR_ALIGNMENT).
 //
@@ -44,7 +44,7 @@ enum minisora_dtype { MINISORA_F32 = 0, MINISORA_F16 = 1, MINISORA_BF16 = 2 };
 enum minisora_error {
   MINISORA_OK = 0,
   MINISORA_ERR_DTYPE = -1,      // dtype is not one of minisora_dtype
-  MINISORA_ERR_STAGE = -2,      // stage not in {-1, 0, 1, 2, 3}, or stage 2/3 asked for float32
+  MINISORA_ERR_STAGE = -2,      // stage not in {-1, 0, 1, 2, 3}, or stage 2/3 asked for float32 or scale <= 0
   MINISORA_ERR_HEAD_DIM = -3,   // d is not 32, 64 or 128
   MINISORA_ERR_ARCH = -4,       // the current GPU is too old for this dtype/stage (bf16 mma needs sm_80)
   MINISORA_ERR_SHAPE = -5,      // a negative size, or Nk == 0 with Nq > 0
