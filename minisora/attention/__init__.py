@@ -13,6 +13,9 @@ Backends:
                   On CPU "auto" is SDPA (AUTO_TRIES_OP).
 Every input check happens here, before any kernel runs, so bad input gives a ValueError or
 TypeError that says what to change.
+
+Sources: Vaswani et al., "Attention Is All You Need", arXiv:1706.03762 (the operation); Dao et al.,
+FlashAttention, arXiv:2205.14135, and Dao, FlashAttention-2, arXiv:2307.08691 (the algorithms of the op).
 """
 
 from __future__ import annotations

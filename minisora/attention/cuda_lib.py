@@ -3,6 +3,7 @@
 op.py binds the nvcc-built library with `load(path)`; tests/test_cuda_kernels.py binds the same
 launchers compiled against the host emulator with `declare(lib)`. Keep this file and launchers.h in
 step: a wrong argtypes list would pass garbage to the kernels without any error.
+(The kernels: FlashAttention, arXiv:2205.14135; FlashAttention-2, arXiv:2307.08691; csrc/README.md.)
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ build variant of the binding linked against the nvcc output. From Python it is
 binding stays one CPU-only file that builds everywhere, a broken CUDA build cannot take the CPU
 op down with it, and the benchmark can pick a kernel stage per call. The cost is a few
 microseconds of Python per call, small next to a kernel launch on the shapes where the GPU matters.
+
+The kernels implement FlashAttention (Dao et al., arXiv:2205.14135) in FlashAttention-2's work
+partitioning and backward (Dao, arXiv:2307.08691); csrc/README.md describes each file.
 """
 
 from __future__ import annotations

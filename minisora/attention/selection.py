@@ -1,5 +1,7 @@
 """Whether backend="auto" may use the minisora op on a device, and whether it is faster there.
 
+(The op: FlashAttention, arXiv:2205.14135, and FlashAttention-2, arXiv:2307.08691, in csrc/.)
+
 A kernel that compiles is not a kernel that is right on every GPU, nor one that is fast on every
 GPU. So before "auto" sends anything to the op on a device it answers two questions, once per
 process:
@@ -13,7 +15,8 @@ process:
    timing of the op against SDPA on inputs shaped like the caller's (N capped); the faster wins.
    A student's Colab never gets slower because of our kernel.
 
-backend="minisora" skips both: it always means the op, and raises on any failure.
+The same idea as PyTorch's own SDPA backend selection, made empirical because our kernels have not
+run on every GPU. backend="minisora" skips both: it always means the op, and raises on any failure.
 Under torch.compile nothing can be run while tracing, so the cached answers are used and, where
 there is none yet, SDPA (run one eager step first to let the op compete).
 """
