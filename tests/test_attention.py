@@ -334,6 +334,15 @@ def test_self_check_passes_for_the_real_op(auto_tries_cpu):
     assert selection.self_check_failure("cpu", [torch.float32, torch.bfloat16], (16, 64)) is None
 
 
+def test_self_check_and_timing_ignore_the_callers_context(auto_tries_cpu):
+    # A first call from inside inference_mode + autocast (sampling) must still check and time plain maths.
+    q, k, v = qkv(1, 2, 33, 40, 16, dtype=torch.float32)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(q, k, v)
+        assert selection.untrusted_reason("cpu") is None
+    assert rel_err(out, reference_attention(q, k, v)) < 1e-2
+
+
 def test_wrong_kernel_result_makes_auto_fall_back_with_one_warning(auto_tries_cpu, monkeypatch):
     real = selection._op_forward_backward
 

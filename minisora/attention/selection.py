@@ -23,6 +23,7 @@ there is none yet, SDPA (run one eager step first to let the op compete).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -73,8 +74,25 @@ def _rel_err(x, ref) -> float:
     return ((x.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
 
 
+@contextlib.contextmanager
+def _plain_mode(device: torch.device):
+    """Whatever the caller's context (inference_mode, no_grad, autocast), measure plain eager maths."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.enable_grad())
+        with contextlib.suppress(RuntimeError):  # device types without autocast support
+            stack.enter_context(torch.autocast(device_type=device.type, enabled=False))
+        yield
+
+
 def self_check_failure(device, dtypes, head_dims) -> str | None:
     """Run the op against SDPA on `device`; return None if all agree, else what disagreed."""
+    device = torch.device(device)
+    with _plain_mode(device):
+        return _self_check_failure(device, dtypes, head_dims)
+
+
+def _self_check_failure(device, dtypes, head_dims) -> str | None:
     names = ("out", "lse", "dq", "dk", "dv")
     for dtype in dtypes:
         for d in head_dims:
@@ -156,8 +174,9 @@ def op_is_faster(q, k, scale: float, grad: bool) -> bool | None:
         bh = min(q.shape[0] * q.shape[1], 16)
         n_q, n_k = min(q.shape[2], TIMING_MAX_N), min(k.shape[2], TIMING_MAX_N)
         g = torch.Generator().manual_seed(0)
-        x = [torch.randn(1, bh, n, q.shape[-1], generator=g).to(q.device, q.dtype) for n in (n_q, n_k, n_k)]
-        leaves = [t.requires_grad_(grad) for t in x]
+        with torch.inference_mode(False):
+            x = [torch.randn(1, bh, n, q.shape[-1], generator=g).to(q.device, q.dtype) for n in (n_q, n_k, n_k)]
+            leaves = [t.requires_grad_(grad) for t in x]
 
         def run(attend):
             def step():
@@ -167,8 +186,9 @@ def op_is_faster(q, k, scale: float, grad: bool) -> bool | None:
                         torch.autograd.grad(out, leaves, torch.ones_like(out))
             return step
 
-        t_op = _time(run(lambda a, b, c: torch.ops.minisora.attn_fwd(a, b, c, scale)[0]), q.device)
-        t_sdpa = _time(run(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, scale=scale)), q.device)
+        with _plain_mode(q.device):
+            t_op = _time(run(lambda a, b, c: torch.ops.minisora.attn_fwd(a, b, c, scale)[0]), q.device)
+            t_sdpa = _time(run(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, scale=scale)), q.device)
         _faster[key] = t_op <= t_sdpa
         log.info("minisora attention on %s %s d=%d %s: op %.3f ms, SDPA %.3f ms -> %s", kind, q.dtype, q.shape[-1],
                  "fwd+bwd" if grad else "fwd", 1e3 * t_op, 1e3 * t_sdpa, "op" if _faster[key] else "sdpa")
