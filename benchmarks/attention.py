@@ -11,7 +11,8 @@ FLOPs: the forward is two matmuls, 2 * 2*B*H*N*N*d = 4*B*H*N^2*d; the backward i
 S, dV, dP, dQ, dK), so forward+backward counts 3.5x the forward.
 On a GPU every CUDA stage is timed (0 naive, 1 online softmax, 2 FA2 on tensor cores, 3 swizzled
 + ldmatrix; csrc/cuda/launchers.h), with the one backward kernel for fwd+bwd, plus each SDPA backend
-PyTorch offers for the inputs. On a CPU: our C++ op against SDPA on the CPU.
+PyTorch offers for the inputs. On a CPU: our C++ op against SDPA on the CPU, timed in alternating
+rounds (medians), so that the load of a shared machine affects both alike.
 `--write-results` appends the table to benchmarks/RESULTS.md under the machine's name.
 
 `--quick` on a GPU is the one command to run whenever a GPU is at hand: it first runs the op's
@@ -138,7 +139,40 @@ def sizes(device: str, quick: bool, dtypes: list[str]):
     return [(t, max(1, 16384 // n), 2048 // d, n, d) for t in dtypes for d in (64, 128) for n in ns]
 
 
+def timed_interleaved(fns, rounds: int = 7) -> list[float]:
+    """CPU: median milliseconds of each callable, timed in alternating rounds (A B C A B C ...), so a
+    load change on a shared machine hits every implementation alike and the ratios stay meaningful."""
+    for fn in fns:
+        fn()  # warm-up
+    samples = [[] for _ in fns]
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            samples[i].append(1e3 * (time.perf_counter() - start))
+    return [sorted(x)[len(x) // 2] for x in samples]
+
+
+def run_cpu(quick: bool) -> list[list[str]]:
+    """CPU rows: every implementation timed side by side, forward then forward+backward."""
+    rows = []
+    for dtype_name, b, h, n, d in sizes("cpu", quick, []):
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(b, h, n, d, dtype=DTYPES[dtype_name], generator=g) for _ in range(3))
+        flops = 4 * b * h * n * n * d
+        impls = list(implementations(q, k, v, "cpu", quick))
+        fwd_ms = timed_interleaved([fwd for _, fwd, _ in impls])
+        bwd_ms = timed_interleaved([fb for _, _, fb in impls])
+        for (name, _, _), f_ms, b_ms in zip(impls, fwd_ms, bwd_ms):
+            cells = [f"{f_ms:.3g}", f"{flops / f_ms / 1e6:.3g}", f"{b_ms:.3g}", f"{3.5 * flops / b_ms / 1e6:.3g}", "-"]
+            rows.append([str(c) for c in (dtype_name, b, h, n, d, name, *cells)])
+            print(" | ".join(rows[-1]), flush=True)
+    return rows
+
+
 def run(device: str, quick: bool, dtypes: list[str]) -> list[list[str]]:
+    if device == "cpu":
+        return run_cpu(quick)
     rows = []
     free = torch.cuda.mem_get_info()[0] if device == "cuda" else None
     per_second = 1e9 if device == "cuda" else 1e6  # FLOP per ms -> TFLOP/s or GFLOP/s

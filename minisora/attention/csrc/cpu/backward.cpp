@@ -32,17 +32,18 @@
 namespace minisora::cpu {
 namespace {
 
-// One (batch, head), every tensor (N, d) or (N, 1) in the accumulation dtype.
+// One (batch, head), every tensor (N, d) or (N, 1) in the accumulation dtype. q is scale * Q, so
+// dK += dS^T q needs no final scale.
 struct Head {
   at::Tensor q, k, v, dout, lse, delta;  // lse and delta = D as (N_q, 1) columns
-  double scale;
 };
 
 // P = exp(scale Q K^T - lse) and dS = P * (dO V^T - D) for query rows [q0, q0 + rows) against key
 // rows [k0, k0 + cols).
 std::pair<at::Tensor, at::Tensor> p_and_ds(const Head& h, int64_t q0, int64_t rows, int64_t k0, int64_t cols) {
   const at::Tensor q = rows_of(h.q, q0, rows), dout = rows_of(h.dout, q0, rows);
-  at::Tensor p = at::mm(q, rows_of(h.k, k0, cols).t()).mul_(h.scale).sub_(rows_of(h.lse, q0, rows)).exp_();
+  // h.q is already scale Q, and lse comes in as the matmul's bias: S - lse in one BLAS call.
+  at::Tensor p = at::addmm(rows_of(h.lse, q0, rows).neg(), q, rows_of(h.k, k0, cols).t()).exp_();
   at::Tensor ds = at::mm(dout, rows_of(h.v, k0, cols).t());  // dP
   ds.sub_(rows_of(h.delta, q0, rows)).mul_(p);
   return {p, ds};
@@ -112,12 +113,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attn_bwd(
   auto heads_of = [&](const at::Tensor& t, int64_t n, int64_t cols) {  // (B, H, N, c) -> (B*H, N, c)
     return t.to(acc_type).contiguous().view({bh_count, n, cols});
   };
-  const at::Tensor q = heads_of(q_in, n_q, d), k = heads_of(k_in, n_k, d), v = heads_of(v_in, n_k, d);
+  const at::Tensor q = heads_of(q_in, n_q, d).mul(scale), k = heads_of(k_in, n_k, d), v = heads_of(v_in, n_k, d);
   const at::Tensor dout = heads_of(dout_in, n_q, d), lse = heads_of(lse_in, n_q, 1);
   // D = rowsum(dO * O), (B*H, N_q, 1), in the accumulation dtype.
   const at::Tensor delta = dout.mul(heads_of(out_in, n_q, d)).sum(-1, /*keepdim=*/true);
   at::Tensor dq = at::zeros_like(q), dk = at::zeros_like(k), dv = at::zeros_like(v);
-  auto head = [&](int64_t bh) { return Head{q[bh], k[bh], v[bh], dout[bh], lse[bh], delta[bh], scale}; };
+  auto head = [&](int64_t bh) { return Head{q[bh], k[bh], v[bh], dout[bh], lse[bh], delta[bh]}; };
 
   if (bh_count >= at::get_num_threads()) {
     at::parallel_for(0, bh_count, 1, [&](int64_t begin, int64_t end) {
@@ -143,7 +144,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attn_bwd(
   }
   const auto shape = q_in.sizes();
   return {dq.mul_(scale).view(shape).to(q_in.scalar_type()),
-          dk.mul_(scale).view(k_in.sizes()).to(q_in.scalar_type()),
+          dk.view(k_in.sizes()).to(q_in.scalar_type()),
           dv.view(v_in.sizes()).to(q_in.scalar_type())};
 }
 

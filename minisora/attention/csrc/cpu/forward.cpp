@@ -20,7 +20,6 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
-#include <limits>
 
 #include "tile.h"
 
@@ -53,19 +52,33 @@ void forward_tile(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   at::Tensor lse, int64_t q0, int64_t rows) {
   const at::Tensor q_tile = rows_of(q, q0, rows);
   const int64_t n_k = k.size(0);
-  at::Tensor acc = at::zeros({rows, q.size(1)}, q.options());
-  at::Tensor m = at::full({rows, 1}, -std::numeric_limits<double>::infinity(), q.options());
-  at::Tensor l = at::zeros({rows, 1}, q.options());
+  at::Tensor acc, m, l;  // set by the first key tile
   for (int64_t k0 = 0; k0 < n_k; k0 += kBlockK) {
     const int64_t cols = std::min(kBlockK, n_k - k0);  // the last tile may be short
-    at::Tensor s = at::mm(q_tile, rows_of(k, k0, cols).t());  // S = (scale Q) K^T
-    const at::Tensor m_new = at::maximum(m, s.amax(1, /*keepdim=*/true));
-    // exp(-inf) = 0 on the first tile: nothing accumulated yet, nothing to rescale.
-    const at::Tensor alpha = (m - m_new).exp_();
-    s.sub_(m_new).exp_();  // P~ = exp(S - m_new), ATen's vectorised exp
-    l.mul_(alpha).add_(s.sum(1, /*keepdim=*/true));
-    acc.mul_(alpha).addmm_(s, rows_of(v, k0, cols));  // acc = alpha acc + P~ V
-    m = m_new;
+    const at::Tensor k_tile = rows_of(k, k0, cols);
+    if (k0 == 0) {  // first tile: m = rowmax(S)
+      at::Tensor s = at::mm(q_tile, k_tile.t());  // S = (scale Q) K^T
+      m = s.amax(1, /*keepdim=*/true);
+      s.sub_(m).exp_();  // P~ = exp(S - m), ATen's vectorised exp
+      l = s.sum(1, /*keepdim=*/true);
+      acc = at::mm(s, rows_of(v, k0, cols));
+      continue;
+    }
+    // Later tiles: S - m comes out of the matmul itself (addmm with the running max as a bias).
+    // Usually no score of the tile exceeds the running max: then P~ = exp(S - m) needs no further
+    // pass and nothing is rescaled. Otherwise the rows whose max grew are rescaled as usual.
+    at::Tensor s = at::addmm(m.neg(), q_tile, k_tile.t());  // S - m
+    const at::Tensor growth = s.amax(1, /*keepdim=*/true).clamp_min_(0);  // m_new - m >= 0
+    if (growth.max().item<double>() > 0) {
+      s.sub_(growth);
+      const at::Tensor alpha = growth.neg().exp_();  // exp(m - m_new)
+      l.mul_(alpha);
+      acc.mul_(alpha);
+      m.add_(growth);
+    }
+    s.exp_();
+    l.add_(s.sum(1, /*keepdim=*/true));
+    acc.addmm_(s, rows_of(v, k0, cols));  // acc += P~ V
   }
   rows_of(out, q0, rows).copy_(acc.div_(l));
   lse.narrow(0, q0, rows).copy_(m.add_(l.log_()).squeeze(1));
