@@ -7,8 +7,9 @@
    shuffles follow the PTX layouts. The emulator is tested first (a known kernel, a planted race, the
    fragment layouts), then each forward stage and the backward pass against a float64 reference, through
    the real extern "C" launchers of launchers.h with host pointers (declared once, in
-   minisora/attention/cuda_lib.py). Every input sits between NaN guard bands, so a read past a tensor
-   shows as NaN; dynamic shared memory is NaN-poisoned before every block.
+   minisora/attention/cuda_lib.py). A cp.async outside the launch's tensors fails the launch, every
+   input sits between NaN guard bands (so a plain load past a tensor shows as NaN), and dynamic shared
+   memory is NaN-poisoned before every block.
 
 Compiled artefacts are cached in the temp dir under a hash of the sources and flags.
 """
@@ -183,7 +184,14 @@ class Emu:
         self.lib = lib = cuda_lib.load(path)
         lib.cuda_emu_configure.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_ulonglong, ctypes.c_int]
         lib.cuda_emu_error_message.restype = ctypes.c_char_p
+        lib.cuda_emu_allow_global.argtypes = [ctypes.c_void_p, ctypes.c_ulonglong]
         self._keep = []
+
+    def allow(self, *tensors):
+        """Declare exactly these tensors readable: a cp.async anywhere else fails the launch."""
+        self.lib.cuda_emu_clear_globals()
+        for t in tensors:
+            self.lib.cuda_emu_allow_global(t.data_ptr(), t.numel() * t.element_size())
 
     def configure(self, arch=80, schedule=FORWARD, seed=0, workers=1):
         self.lib.cuda_emu_configure(arch, schedule, seed, workers)
@@ -210,10 +218,12 @@ class Emu:
         lse = self.guarded(torch.full((B, H, Nq), float("nan")))
         ws_bytes = self.lib.minisora_attn_fwd_workspace_bytes(dtype, stage, B, H, Nq, Nk, d)
         ws = torch.empty(ws_bytes // 4) if ws_bytes else None
+        self.allow(q, k, v)
         code = self.lib.minisora_attn_fwd(dtype, stage, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(),
                                           lse.data_ptr(), ws.data_ptr() if ws is not None else None,
                                           B, H, Nq, Nk, d, scale, None)
         self._keep.clear()
+        self.lib.cuda_emu_clear_globals()
         return code, out.clone(), lse.clone()
 
     def backward(self, dtype, dout, q, k, v, out, lse, scale, deterministic=False):
@@ -223,9 +233,11 @@ class Emu:
         dq, dk, dv = (self.guarded(torch.full_like(x, float("nan"))) for x in (q, k, v))
         ws_bytes = self.lib.minisora_attn_bwd_workspace_bytes(dtype, B, H, Nq, Nk, d, int(deterministic))
         ws = self.guarded(torch.full((ws_bytes // 4 + 1,), 7.0))  # garbage: the launcher must initialise it
+        self.allow(dout, q, k, v)
         code = self.lib.minisora_attn_bwd(dtype, *(x.data_ptr() for x in (dout, q, k, v, out, lse, dq, dk, dv, ws)),
                                           B, H, Nq, Nk, d, scale, int(deterministic), None)
         self._keep.clear()
+        self.lib.cuda_emu_clear_globals()
         return code, dq.clone(), dk.clone(), dv.clone()
 
 
@@ -343,6 +355,19 @@ def test_emulated_cp_async_lands_only_at_wait_group(emu, arch):
             np.testing.assert_array_equal(out, expected)
         else:  # a missing cp.async.wait_group must show as stale shared memory
             assert not (out == expected).any()
+
+
+def test_emulator_traps_cp_async_reads_out_of_bounds(emu):
+    src = np.arange(1, 32 * 4 + 1, dtype=np.uint32)  # 32 chunks; thread t copies chunk (t + 1) % 32
+    out = np.zeros((32, 4), np.uint32)
+    emu.configure()
+    emu.lib.cuda_emu_clear_globals()
+    emu.lib.cuda_emu_allow_global(src.ctypes.data, 16 * 31)  # the last chunk is not part of the tensor
+    try:
+        code = emu.lib.selftest_cp_async(_ptr(src), _ptr(out), 0)
+    finally:
+        emu.lib.cuda_emu_clear_globals()
+    assert code != 0 and b"out of bounds" in emu.lib.cuda_emu_error_message()
 
 
 # ---- the attention kernels ------------------------------------------------------------------------

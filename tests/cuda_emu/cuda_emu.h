@@ -30,7 +30,8 @@
 //    = lane % 4): mma.sync m16n8k8 (f16) and m16n8k16 (f16, bf16) with f32 accumulators, ldmatrix
 //    x1/x2/x4 with and without .trans (16-byte row alignment checked), and cp.async with its commit
 //    groups, each copy landing only when a wait_group retires it (so a missing wait shows).
-//  * Errors (deadlock, misaligned ldmatrix/cp.async, __trap) abandon the launch; cudaGetLastError()
+//  * Errors (deadlock, misaligned ldmatrix/cp.async, a cp.async outside the declared global ranges,
+//    __trap) abandon the launch; cudaGetLastError()
 //    then returns cudaErrorLaunchFailure and cuda_emu::last_error_message() says why. Nothing aborts.
 // Knobs (cuda_emu::config()): emulated compute capability (arch, default 80), schedule, seed, workers.
 //
@@ -452,6 +453,23 @@ inline void ldmatrix(uint32_t* r, int num, bool trans, const void* row_address) 
   }
 }
 
+// Global memory the host declared readable (cuda_emu_allow_global in selftest.cpp). When any range is
+// declared, a cp.async reading outside all of them fails the launch ("global read out of bounds") --
+// the tensor-core kernels fetch every tile this way. Plain loads cannot be intercepted; the tests put
+// NaN guard bands around every tensor for those.
+inline std::vector<std::pair<uintptr_t, uintptr_t>>& global_ranges() {
+  static std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+  return ranges;
+}
+inline bool global_readable(const void* p, size_t bytes) {
+  const auto& ranges = global_ranges();
+  if (ranges.empty()) return true;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  for (const auto& r : ranges)
+    if (a >= r.first && a + bytes <= r.second) return true;
+  return false;
+}
+
 // cp.async.cg.shared.global with 16 bytes: copies `src_bytes` (0 or 16) and zero-fills the rest.
 // On emulated sm_80+ the copy is deferred to the latest moment the PTX rules allow -- the
 // cp.async.wait_group that retires its commit group -- so reading the destination before that wait
@@ -459,6 +477,8 @@ inline void ldmatrix(uint32_t* r, int num, bool trans, const void* row_address) 
 // sm_80 the wrapper in ptx.cuh is an ordinary load/store on a GPU, so the copy happens at once.
 inline void cp_async_16(void* smem_dst, const void* global_src, int src_bytes) {
   if ((uintptr_t)smem_dst % 16 || (uintptr_t)global_src % 16) fail("cp.async: address not 16-byte aligned");
+  if (src_bytes > 0 && !global_readable(global_src, (size_t)src_bytes))
+    fail("cp.async: global read out of bounds (outside every tensor the launch was given)");
   const AsyncCopy copy{smem_dst, global_src, src_bytes};
   if (config().arch < 80) copy.run();
   else runner().fibers[runner().current].open_copies.push_back(copy);

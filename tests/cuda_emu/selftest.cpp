@@ -108,6 +108,14 @@ void cuda_emu_configure(int arch, int schedule, unsigned long long seed, int wor
   c.workers = workers;
 }
 
+// Declares [p, p + bytes) readable global memory for cp.async (see global_ranges in cuda_emu.h);
+// cuda_emu_clear_globals() forgets every range (then nothing is checked).
+void cuda_emu_allow_global(const void* p, unsigned long long bytes) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  cuda_emu::global_ranges().emplace_back(a, a + bytes);
+}
+void cuda_emu_clear_globals() { cuda_emu::global_ranges().clear(); }
+
 // The reason of the last failed launch ("" if none); the string lives until the next call.
 const char* cuda_emu_error_message() {
   static thread_local std::string text;
