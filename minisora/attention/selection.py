@@ -11,7 +11,8 @@ process:
    on small awkward shapes (odd N, N_q != N_k, several key tiles). Any error above tolerance, any
    non-finite value, any exception: "auto" uses SDPA on that device from then on, and one
    RuntimeWarning says why.
-2. **Measured selection** (once per (device kind, dtype, head dim, training or not)). A short
+2. **Measured selection** (once per (device kind, dtype, head dim, training or not, deterministic
+   backward or not: torch.use_deterministic_algorithms)). A short
    timing of the op against SDPA on inputs shaped like the caller's (N capped); the faster wins.
    A student's Colab never gets slower because of our kernel.
 
@@ -43,7 +44,7 @@ TIMING_MAX_N = 2048  # timing inputs: the caller's (B*H, N) capped, so the first
 TIMING_REPEATS = 3
 
 _checked: dict[str, str | None] = {}  # device -> None (passed) or why it failed
-_faster: dict[tuple, bool] = {}       # (device kind, dtype, d, grad) -> the op is at least as fast
+_faster: dict[tuple, bool] = {}       # (device kind, dtype, d, grad, deterministic) -> op at least as fast
 
 
 def reset() -> None:
@@ -164,10 +165,10 @@ def _time(fn, device) -> float:
 
 def op_is_faster(q, k, scale: float, grad: bool) -> bool | None:
     """Whether the op beats SDPA on inputs like q (B, H, N_q, d), k (B, H, N_k, d); measured on the
-    first call per (device kind, dtype, d, grad), cached. None while torch.compile traces an
+    first call per (device kind, dtype, d, grad, deterministic), cached. None while torch.compile traces an
     undecided case."""
     kind = torch.cuda.get_device_name(q.device) if q.device.type == "cuda" else q.device.type
-    key = (kind, q.dtype, q.shape[-1], grad)
+    key = (kind, q.dtype, q.shape[-1], grad, grad and torch.are_deterministic_algorithms_enabled())
     if key not in _faster:
         if torch.compiler.is_compiling():
             return None
