@@ -14,6 +14,7 @@
 Compiled artefacts are cached in the temp dir under a hash of the sources and flags.
 """
 import concurrent.futures
+import contextlib
 import ctypes
 import hashlib
 import math
@@ -22,13 +23,14 @@ import re
 import shutil
 import subprocess
 import tempfile
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from minisora.attention import cuda_lib
+from minisora.attention import cuda_lib, op
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_DIR = ROOT / "minisora" / "attention" / "csrc" / "cuda"
@@ -529,3 +531,23 @@ def test_backward_without_queries_zeroes_dk_dv(emu):
     code, dq, dk, dv = emu.backward(F32, q, q, k, v, q, torch.zeros(1, 1, 0), 0.2)
     emu.check(code)
     assert torch.equal(dk, torch.zeros_like(k)) and torch.equal(dv, torch.zeros_like(v))
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic-dq", "deterministic"])
+def test_python_cuda_wrappers_drive_the_launchers(emu, monkeypatch, deterministic):
+    # op.cuda_attn_fwd/bwd (what the registered CUDA kernels call) against the emulated library: the
+    # argument order, workspace sizes and output allocation of the Python side, without a GPU.
+    monkeypatch.setitem(op._state, "cuda_lib", emu.lib)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(cuda_stream=None))
+    emu.configure(arch=80, schedule=RANDOM, seed=3, workers=2)
+    q, k, v, dout, scale, _, ref_grads = _backward_case(2, 1, 70, 131, 64, F16, seed=21)
+    out, lse = op.cuda_attn_fwd(q, k, v, scale)
+    ref_out, ref_lse = _reference(q, k, v, scale)
+    assert out.dtype == torch.float16 and lse.dtype == torch.float32
+    assert _rel_err(out, ref_out) <= TOLERANCE[F16] and _rel_err(lse, ref_lse) <= 1e-5
+    grads = op.cuda_attn_bwd(dout, q, k, v, out, lse, scale, deterministic=deterministic)
+    for name, got, ref in zip("qkv", grads, ref_grads):
+        assert _rel_err(got, ref) <= BACKWARD_TOLERANCE[F16], name
+    with pytest.raises(ValueError, match="lse must be"):
+        op.cuda_attn_bwd(dout, q, k, v, out, lse[..., :5], scale)
