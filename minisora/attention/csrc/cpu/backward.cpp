@@ -44,8 +44,8 @@ std::pair<at::Tensor, at::Tensor> p_and_ds(const Head& h, int64_t q0, int64_t ro
   const at::Tensor q = rows_of(h.q, q0, rows), dout = rows_of(h.dout, q0, rows);
   // h.q is already scale Q, and lse comes in as the matmul's bias: S - lse in one BLAS call.
   at::Tensor p = at::addmm(rows_of(h.lse, q0, rows).neg(), q, rows_of(h.k, k0, cols).t()).exp_();
-  at::Tensor ds = at::mm(dout, rows_of(h.v, k0, cols).t());  // dP
-  ds.sub_(rows_of(h.delta, q0, rows)).mul_(p);
+  at::Tensor ds = at::addmm(rows_of(h.delta, q0, rows).neg(), dout, rows_of(h.v, k0, cols).t());  // dP - D
+  ds.mul_(p);
   return {p, ds};
 }
 
