@@ -2,45 +2,54 @@
 
 1. nvcc compiles every file of minisora/attention/csrc/cuda for sm_75, sm_80 and sm_90 (the library the
    op binds to) without warnings.
-2. The same sources, compiled by g++ against minisora/attention/csrc/emu/cuda_emu.h, run on the CPU:
+2. The same sources, compiled by g++ against tests/cuda_emu/cuda_emu.h, run on the CPU:
    every CUDA thread is a fiber, blocks follow forward / reverse / random schedules, and mma / ldmatrix /
    shuffles follow the PTX layouts. The emulator is tested first (a known kernel, a planted race, the
    fragment layouts), then each forward stage and the backward pass against a float64 reference, through
-   the real extern "C" launchers of launchers.h with host pointers.
+   the real extern "C" launchers of launchers.h with host pointers (declared once, in
+   minisora/attention/cuda_lib.py). A cp.async outside the launch's tensors fails the launch, every
+   input sits between NaN guard bands (so a plain load past a tensor shows as NaN), and dynamic shared
+   memory is NaN-poisoned before every block.
 
 Compiled artefacts are cached in the temp dir under a hash of the sources and flags.
 """
 import concurrent.futures
+import contextlib
 import ctypes
 import hashlib
 import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from minisora.attention import cuda_lib, op
+
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_DIR = ROOT / "minisora" / "attention" / "csrc" / "cuda"
-EMU_DIR = ROOT / "minisora" / "attention" / "csrc" / "emu"
-SELFTEST = Path(__file__).with_name("cuda_emu_selftest.cpp")
+EMU_DIR = Path(__file__).resolve().parent / "cuda_emu"
+SELFTEST = EMU_DIR / "selftest.cpp"
 ARCHS = (75, 80, 90)
-NVCC_FLAGS = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC"] + [
+NVCC_FLAGS = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-Xptxas=-v"] + [
     f"-gencode=arch=compute_{a},code=sm_{a}" for a in ARCHS]
 GXX_FLAGS = ["-std=c++17", "-O1", "-fPIC", "-pthread", "-fno-strict-aliasing", "-DMINISORA_EMU",
-             "-Wall", "-Wno-unknown-pragmas"]
+             f"-I{EMU_DIR}", "-Wall", "-Wno-unknown-pragmas"]
 
-F32, F16, BF16 = 0, 1, 2
+F32, F16, BF16 = cuda_lib.F32, cuda_lib.F16, cuda_lib.BF16
 DTYPES = {F32: torch.float32, F16: torch.float16, BF16: torch.bfloat16}
 # max |out - ref| / max |ref| against float64 math on the same (rounded) inputs. The 16-bit bounds are
 # set by rounding the output itself: unit roundoff 2^-11 (fp16) and 2^-8 = 3.9e-3 (bf16).
-TOLERANCE = {F32: 1e-5, F16: 5e-3, BF16: 1e-2}
+TOLERANCE = {F32: 1e-5, F16: 5e-3, BF16: 5e-3}
 FORWARD, REVERSE, RANDOM = 0, 1, 2
-ERR_DTYPE, ERR_STAGE, ERR_HEAD_DIM, ERR_ARCH, ERR_SHAPE, ERR_ALIGNMENT, ERR_WORKSPACE = range(-1, -8, -1)
+ERR_DTYPE, ERR_STAGE, ERR_HEAD_DIM, ERR_ARCH = cuda_lib.ERR_DTYPE, cuda_lib.ERR_STAGE, cuda_lib.ERR_HEAD_DIM, cuda_lib.ERR_ARCH
+ERR_SHAPE, ERR_ALIGNMENT, ERR_WORKSPACE = cuda_lib.ERR_SHAPE, cuda_lib.ERR_ALIGNMENT, cuda_lib.ERR_WORKSPACE
 
 
 def _nvcc():
@@ -105,7 +114,7 @@ def nvcc_library():
 
 def test_nvcc_builds_all_stages_for_sm75_sm80_sm90(nvcc_library):
     lib, log = nvcc_library
-    assert "warning" not in log.lower(), log
+    assert "warning" not in log.lower(), [line for line in log.splitlines() if "warning" in line.lower()]
     cuobjdump = Path(_nvcc()).resolve().parent / "cuobjdump"
     if cuobjdump.exists():
         listing = subprocess.run([str(cuobjdump), "--list-elf", str(lib)], capture_output=True, text=True).stdout
@@ -114,9 +123,49 @@ def test_nvcc_builds_all_stages_for_sm75_sm80_sm90(nvcc_library):
             assert listing.count(f"sm_{arch}") >= len(with_kernels), listing
 
 
+def ptxas_table(log):
+    """[(kernel, arch, registers, shared bytes, spill bytes)] from nvcc's -Xptxas=-v output."""
+    rows, current = [], None
+    for line in log.splitlines():
+        m = re.search(r"Compiling entry function '(\w+)' for 'sm_(\d+)'", line)
+        if m:
+            current = [m.group(1), int(m.group(2))]
+            continue
+        m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m and current is not None:
+            current.append(int(m.group(1)) + int(m.group(2)))
+        m = re.search(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?", line)
+        if m and current is not None and len(current) == 3:
+            rows.append((current[0], current[1], int(m.group(1)), int(m.group(2) or 0), current[2]))
+            current = None
+    return rows
+
+
+def test_no_kernel_spills_registers(nvcc_library):
+    rows = ptxas_table(nvcc_library[1])
+    assert len(rows) > 50, nvcc_library[1][-3000:]
+    spilling = [r for r in rows if r[4] > 0]
+    assert not spilling, spilling
+
+
+def test_tensor_core_backward_uses_mma_on_sm80():
+    nvcc = _nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found")
+    out = _cache_dir("ptx", [CUDA_DIR / "attn_bwd_mma.cu"], ["ptx"]) / "attn_bwd_mma.ptx"
+    if not out.exists():
+        subprocess.run([nvcc, "-std=c++17", "-O3", "-arch=sm_80", "-ptx", str(CUDA_DIR / "attn_bwd_mma.cu"),
+                        "-o", str(out)], check=True, capture_output=True)
+    entries = re.split(r"\.entry ", out.read_text())[1:]
+    assert len(entries) == 2 * 3 * 3  # (fp16, bf16) x (d = 32, 64, 128) x (dkdv atomic/deterministic, dq)
+    for body in entries:
+        name = body.split("(")[0]
+        assert "mma.sync.aligned.m16n8k16" in body and "ldmatrix.sync.aligned" in body, name
+        assert ("bf16" in body) == ("nv_bfloat16" in name), name
+
+
 def test_nvcc_library_returns_error_codes_without_gpu(nvcc_library):
-    lib = ctypes.CDLL(str(nvcc_library[0]))
-    lib.minisora_attn_error_string.restype = ctypes.c_char_p
+    lib = cuda_lib.load(nvcc_library[0])
     code = lib.minisora_attn_fwd_stage(F16, -1, 64)
     if torch.cuda.is_available():
         assert code == 3
@@ -134,43 +183,64 @@ class Emu:
     """ctypes front end to the emulated library (kernels + launchers + emulator self-tests)."""
 
     def __init__(self, path):
-        self.lib = lib = ctypes.CDLL(str(path))
+        self.lib = lib = cuda_lib.load(path)
         lib.cuda_emu_configure.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_ulonglong, ctypes.c_int]
         lib.cuda_emu_error_message.restype = ctypes.c_char_p
-        lib.minisora_attn_error_string.restype = ctypes.c_char_p
-        lib.minisora_attn_fwd_workspace_bytes.restype = ctypes.c_size_t
-        lib.minisora_attn_bwd_workspace_bytes.restype = ctypes.c_size_t
-        lib.minisora_attn_fwd.argtypes = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 6 + [ctypes.c_int] * 5 + [
-            ctypes.c_float, ctypes.c_void_p]
-        lib.minisora_attn_bwd.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 10 + [ctypes.c_int] * 5 + [
-            ctypes.c_float, ctypes.c_void_p]
+        lib.cuda_emu_allow_global.argtypes = [ctypes.c_void_p, ctypes.c_ulonglong]
+        self._keep = []
+
+    def allow(self, *tensors):
+        """Declare exactly these tensors readable: a cp.async anywhere else fails the launch."""
+        self.lib.cuda_emu_clear_globals()
+        for t in tensors:
+            self.lib.cuda_emu_allow_global(t.data_ptr(), t.numel() * t.element_size())
 
     def configure(self, arch=80, schedule=FORWARD, seed=0, workers=1):
         self.lib.cuda_emu_configure(arch, schedule, seed, workers)
 
     def check(self, code):
-        assert code == 0, (code, self.lib.minisora_attn_error_string(code), self.lib.cuda_emu_error_message())
+        assert code == 0, (code, cuda_lib.error_string(self.lib, code), self.lib.cuda_emu_error_message())
+
+    def guarded(self, x, fill=float("nan")):
+        """x copied between two 64-element bands of `fill` (NaN): a kernel reading past x gets NaN.
+        A deliberately misaligned view (the alignment tests) is passed through as it is."""
+        if x.data_ptr() % 16:
+            return x
+        store = torch.full((x.numel() + 128,), fill, dtype=x.dtype)
+        inner = store[64:64 + x.numel()].view(x.shape)
+        inner.copy_(x)
+        self._keep.append(store)
+        return inner
 
     def forward(self, dtype, stage, q, k, v, scale, out=None):
         B, H, Nq, d = q.shape
         Nk = k.shape[2]
-        out = torch.full_like(q, float("nan")) if out is None else out
-        lse = torch.full((B, H, Nq), float("nan"))
+        q, k, v = (self.guarded(x) for x in (q, k, v))
+        out = self.guarded(torch.full_like(q, float("nan"))) if out is None else out
+        lse = self.guarded(torch.full((B, H, Nq), float("nan")))
         ws_bytes = self.lib.minisora_attn_fwd_workspace_bytes(dtype, stage, B, H, Nq, Nk, d)
         ws = torch.empty(ws_bytes // 4) if ws_bytes else None
+        self.allow(q, k, v)
         code = self.lib.minisora_attn_fwd(dtype, stage, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(),
                                           lse.data_ptr(), ws.data_ptr() if ws is not None else None,
                                           B, H, Nq, Nk, d, scale, None)
-        return code, out, lse
+        self._keep.clear()
+        self.lib.cuda_emu_clear_globals()
+        return code, out.clone(), lse.clone()
 
-    def backward(self, dtype, dout, q, k, v, out, lse, scale):
+    def backward(self, dtype, dout, q, k, v, out, lse, scale, deterministic=False):
         B, H, Nq, d = q.shape
         Nk = k.shape[2]
-        dq, dk, dv = (torch.full_like(x, float("nan")) for x in (q, k, v))
-        ws = torch.full((self.lib.minisora_attn_bwd_workspace_bytes(dtype, B, H, Nq, Nk, d) // 4 + 1,), 7.0)
+        dout, q, k, v, out, lse = (self.guarded(x) for x in (dout, q, k, v, out, lse))
+        dq, dk, dv = (self.guarded(torch.full_like(x, float("nan"))) for x in (q, k, v))
+        ws_bytes = self.lib.minisora_attn_bwd_workspace_bytes(dtype, B, H, Nq, Nk, d, int(deterministic))
+        ws = self.guarded(torch.full((ws_bytes // 4 + 1,), 7.0))  # garbage: the launcher must initialise it
+        self.allow(dout, q, k, v)
         code = self.lib.minisora_attn_bwd(dtype, *(x.data_ptr() for x in (dout, q, k, v, out, lse, dq, dk, dv, ws)),
-                                          B, H, Nq, Nk, d, scale, None)
-        return code, dq, dk, dv
+                                          B, H, Nq, Nk, d, scale, int(deterministic), None)
+        self._keep.clear()
+        self.lib.cuda_emu_clear_globals()
+        return code, dq.clone(), dk.clone(), dv.clone()
 
 
 @pytest.fixture(scope="module")
@@ -289,8 +359,22 @@ def test_emulated_cp_async_lands_only_at_wait_group(emu, arch):
             assert not (out == expected).any()
 
 
+def test_emulator_traps_cp_async_reads_out_of_bounds(emu):
+    src = np.arange(1, 32 * 4 + 1, dtype=np.uint32)  # 32 chunks; thread t copies chunk (t + 1) % 32
+    out = np.zeros((32, 4), np.uint32)
+    emu.configure()
+    emu.lib.cuda_emu_clear_globals()
+    emu.lib.cuda_emu_allow_global(src.ctypes.data, 16 * 31)  # the last chunk is not part of the tensor
+    try:
+        code = emu.lib.selftest_cp_async(_ptr(src), _ptr(out), 0)
+    finally:
+        emu.lib.cuda_emu_clear_globals()
+    assert code != 0 and b"out of bounds" in emu.lib.cuda_emu_error_message()
+
+
 # ---- the attention kernels ------------------------------------------------------------------------
-SHAPES = [(1, 2, 64, 64), (1, 2, 70, 70), (2, 1, 17, 90)]  # (B, H, Nq, Nk): exact tiles, tails, Nq != Nk
+# (B, H, Nq, Nk): exact tiles; odd Nk = 131 (>= 3 key tiles everywhere) with Nq < Nk; odd Nk = 77 with Nq > 64.
+SHAPES = [(1, 2, 64, 64), (1, 1, 70, 131), (2, 1, 97, 77)]
 # (stage, dtype, emulated arch, head dims): stage 0/1 take every dtype on CUDA cores; the tensor-core
 # stages run fp16 as a T4 (sm_75: m16n8k8 pairs, synchronous copies) and as sm_80 (m16n8k16, cp.async).
 FORWARD_CASES = [
@@ -349,24 +433,52 @@ def test_forward_is_identical_under_every_schedule(emu, stage, dtype, arch):
         assert torch.equal(out, outs[0][0]) and torch.equal(lse, outs[0][1])
 
 
-@pytest.mark.parametrize("dtype", [F32, F16, BF16], ids=NAMES.get)
-def test_backward_matches_float64_autograd(emu, dtype):
+def _backward_case(B, H, Nq, Nk, d, dtype, seed):
+    q, k, v = _inputs(B, H, Nq, Nk, d, dtype, seed=seed)
+    dout = torch.randn(B, H, Nq, d, generator=torch.Generator().manual_seed(seed + 1)).to(DTYPES[dtype])
+    scale = 1 / math.sqrt(d)
+    leaves = [x.double().requires_grad_() for x in (q, k, v)]
+    s = leaves[0] @ leaves[1].transpose(-1, -2) * scale
+    out = torch.softmax(s, -1) @ leaves[2]
+    out.backward(dout.double())
+    saved = (out.detach().to(DTYPES[dtype]), torch.logsumexp(s, -1).detach().float())
+    return (q, k, v, dout, scale, saved, [x.grad for x in leaves])
+
+
+# (dtype, emulated arch, deterministic): fp32 on CUDA cores; fp16 on tensor cores as a T4 (m16n8k8 pairs,
+# synchronous copies) and as sm_80; bf16 on tensor cores (sm_80) and on CUDA cores (sm_75, no bf16 mma).
+BACKWARD_CASES = [(F32, 80, False), (F32, 80, True), (F16, 75, False), (F16, 80, True), (F16, 80, False),
+                  (BF16, 80, False), (BF16, 80, True), (BF16, 75, False)]
+# Tensor-core backward: P and dS are rounded to 16 bits before their products (as in FlashAttention-2).
+BACKWARD_TOLERANCE = {F32: 1e-5, F16: 5e-3, BF16: 5e-3}
+
+
+@pytest.mark.parametrize("dtype, arch, deterministic", BACKWARD_CASES, ids=[
+    f"{NAMES[t]}-sm{a}{'-deterministic' if det else ''}" for t, a, det in BACKWARD_CASES])
+def test_backward_matches_float64_autograd(emu, dtype, arch, deterministic):
     for d in (32, 64, 128):
         for i, (B, H, Nq, Nk) in enumerate(SHAPES[1:]):
-            q, k, v = _inputs(B, H, Nq, Nk, d, dtype, seed=d + i)
-            dout = torch.randn(B, H, Nq, d, generator=torch.Generator().manual_seed(i)).to(DTYPES[dtype])
-            scale = 1 / math.sqrt(d)
-            leaves = [x.double().requires_grad_() for x in (q, k, v)]
-            s = leaves[0] @ leaves[1].transpose(-1, -2) * scale
-            out = torch.softmax(s, -1) @ leaves[2]
-            out.backward(dout.double())
-            emu.configure(schedule=RANDOM, seed=i, workers=2)  # blocks race on the dQ atomics
-            code, *grads = emu.backward(dtype, dout, q, k, v, out.detach().to(DTYPES[dtype]),
-                                        torch.logsumexp(s, -1).detach().float(), scale)
+            q, k, v, dout, scale, (out, lse), ref = _backward_case(B, H, Nq, Nk, d, dtype, seed=d + i)
+            emu.configure(arch=arch, schedule=RANDOM, seed=i, workers=2)  # blocks race on the dQ atomics
+            code, *grads = emu.backward(dtype, dout, q, k, v, out, lse, scale, deterministic)
             emu.check(code)
-            for name, got, leaf in zip("qkv", grads, leaves):
-                err = _rel_err(got, leaf.grad)
-                assert err <= TOLERANCE[dtype], f"d{name} d={d} shape={(B, H, Nq, Nk)}: relative error {err:.2e}"
+            for name, got, r in zip("qkv", grads, ref):
+                err = _rel_err(got, r)
+                assert err <= BACKWARD_TOLERANCE[dtype], f"d{name} d={d} shape={(B, H, Nq, Nk)}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("dtype", [F32, F16], ids=NAMES.get)
+def test_deterministic_backward_is_bitwise_reproducible(emu, dtype):
+    # Blocks on two OS threads in random order: atomics would add dQ shares in varying order.
+    q, k, v, dout, scale, (out, lse), _ = _backward_case(1, 2, 70, 131, 64, dtype, seed=11)
+    runs = []
+    for seed in (1, 2, 3):
+        emu.configure(arch=80, schedule=RANDOM, seed=seed, workers=2)
+        code, *grads = emu.backward(dtype, dout, q, k, v, out, lse, scale, deterministic=True)
+        emu.check(code)
+        runs.append(grads)
+    for grads in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(grads, runs[0]))
 
 
 def test_launchers_validate_and_resolve(emu):
@@ -403,9 +515,39 @@ def test_launchers_validate_and_resolve(emu):
     assert _rel_err(out, _reference(q, k, v, 0.125)[0]) <= TOLERANCE[F16]
 
 
+def test_non_positive_scale_avoids_the_tensor_core_softmax(emu):
+    # Stages 2/3 take the row max of the raw scores and scale it once, which needs scale > 0.
+    emu.configure(arch=80)
+    q, k, v = _inputs(1, 1, 20, 33, 64, F16, seed=4)
+    assert emu.forward(F16, 3, q, k, v, -0.125)[0] == ERR_STAGE
+    code, out, lse = emu.forward(F16, -1, q, k, v, -0.125)  # stage -1 runs stage 1 instead
+    emu.check(code)
+    assert _rel_err(out, _reference(q, k, v, -0.125)[0]) <= TOLERANCE[F16]
+
+
 def test_backward_without_queries_zeroes_dk_dv(emu):
     emu.configure()
     q, k, v = _inputs(1, 1, 0, 20, 32, F32, seed=0)
     code, dq, dk, dv = emu.backward(F32, q, q, k, v, q, torch.zeros(1, 1, 0), 0.2)
     emu.check(code)
     assert torch.equal(dk, torch.zeros_like(k)) and torch.equal(dv, torch.zeros_like(v))
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic-dq", "deterministic"])
+def test_python_cuda_wrappers_drive_the_launchers(emu, monkeypatch, deterministic):
+    # op.cuda_attn_fwd/bwd (what the registered CUDA kernels call) against the emulated library: the
+    # argument order, workspace sizes and output allocation of the Python side, without a GPU.
+    monkeypatch.setitem(op._state, "cuda_lib", emu.lib)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(cuda_stream=None))
+    emu.configure(arch=80, schedule=RANDOM, seed=3, workers=2)
+    q, k, v, dout, scale, _, ref_grads = _backward_case(2, 1, 70, 131, 64, F16, seed=21)
+    out, lse = op.cuda_attn_fwd(q, k, v, scale)
+    ref_out, ref_lse = _reference(q, k, v, scale)
+    assert out.dtype == torch.float16 and lse.dtype == torch.float32
+    assert _rel_err(out, ref_out) <= TOLERANCE[F16] and _rel_err(lse, ref_lse) <= 1e-5
+    grads = op.cuda_attn_bwd(dout, q, k, v, out, lse, scale, deterministic=deterministic)
+    for name, got, ref in zip("qkv", grads, ref_grads):
+        assert _rel_err(got, ref) <= BACKWARD_TOLERANCE[F16], name
+    with pytest.raises(ValueError, match="lse must be"):
+        op.cuda_attn_bwd(dout, q, k, v, out, lse[..., :5], scale)

@@ -8,9 +8,14 @@ Backends:
     "reference" - plain PyTorch maths, the specification (reference.py);
     "sdpa"      - torch.nn.functional.scaled_dot_product_attention;
     "minisora"  - the registered op `torch.ops.minisora.attn_fwd` built from csrc/ (op.py);
-    "auto"      - "minisora" where it is built and supports the inputs, else "sdpa".
+    "auto"      - "minisora" where it is built, supports the inputs, passed its self-check on the
+                  device and measured faster than SDPA there (selection.py); else "sdpa".
+                  On CPU "auto" is SDPA (AUTO_TRIES_OP).
 Every input check happens here, before any kernel runs, so bad input gives a ValueError or
 TypeError that says what to change.
+
+Sources: Vaswani et al., "Attention Is All You Need", arXiv:1706.03762 (the operation); Dao et al.,
+FlashAttention, arXiv:2205.14135, and Dao, FlashAttention-2, arXiv:2307.08691 (the algorithms of the op).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import op
+from . import op, selection
 from .reference import (
     blockwise_attention,
     blockwise_attention_backward,
@@ -59,7 +64,7 @@ def attention(q, k, v, *, scale=None, backend="auto", key_padding_mask=None):
     _check_inputs(q, k, v, key_padding_mask, backend)
     scale = default_scale(q.shape[-1]) if scale is None else _check_scale(scale)
     if backend == "auto":
-        backend = _choose_backend(q, key_padding_mask)
+        backend = _choose_backend(q, k, v, key_padding_mask, scale)
     if backend == "reference":
         return reference_attention(q, k, v, scale=scale, key_padding_mask=key_padding_mask)
     if backend == "sdpa":
@@ -88,22 +93,28 @@ def available_backends(device=None) -> list[str]:
     return names
 
 
-def _choose_backend(q, key_padding_mask) -> str:
+# Device types on which "auto" considers the op at all. On CPU, PyTorch's SDPA is a flash kernel
+# with hand-vectorised softmax steps around BLAS calls; ours does the same products through ATen
+# and reaches about half its forward speed (benchmarks/RESULTS.md), so "auto" keeps SDPA there.
+AUTO_TRIES_OP = {"cuda": True, "cpu": False}
+
+
+def _choose_backend(q, k, v, key_padding_mask, scale) -> str:
     if key_padding_mask is not None:
         return _fallback("a key_padding_mask was given and the minisora op takes no masks")
-    if q.device.type == "cpu":
-        # The C++ CPU kernel is written to be read (plain loops, scalar exp); PyTorch's SDPA on
-        # CPU is a vectorised flash kernel around BLAS calls: as fast at N = 256 and ~5x faster
-        # from N = 1024 on (benchmarks/RESULTS.md). So on CPU "auto" means SDPA, and building the
-        # extension is never triggered by it.
-        return _fallback("on CPU, SDPA's vectorised kernel is faster than the teaching C++ kernel")
-    if q.device.type != "cuda":
-        return _fallback(f"the minisora op has no kernel for device type {q.device.type!r}")
+    if not AUTO_TRIES_OP.get(q.device.type, False):
+        return _fallback(f"on {q.device.type}, auto uses SDPA (see AUTO_TRIES_OP)")
     if not op.load():
         return _fallback(f"the minisora extension is unavailable: {op.unavailable_reason()}")
     reason = op.unsupported_reason(q)
     if reason is not None:
         return _fallback(reason)
+    reason = selection.untrusted_reason(q.device)
+    if reason is not None:
+        return _fallback(reason)
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    if not selection.op_is_faster(q, k, scale, grad):
+        return _fallback("SDPA was measured faster (or not yet measured) for these inputs on this device")
     return "minisora"
 
 

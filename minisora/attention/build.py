@@ -14,6 +14,8 @@ Both are cached in MINISORA_EXT_DIR (default: PyTorch's extension directory,
 PyTorch versions, because a library built against one PyTorch must not be loaded by another.
 MINISORA_CUDA_LIB points at a CUDA kernel library built elsewhere (a GPU machine without nvcc).
 `python -m minisora build-ext [--verbose]` calls `build_extension()` to prebuild.
+What the sources implement: FlashAttention (arXiv:2205.14135) and FlashAttention-2 (arXiv:2307.08691);
+see csrc/README.md.
 """
 
 from __future__ import annotations

@@ -20,21 +20,23 @@ build variant of the binding linked against the nvcc output. From Python it is
 binding stays one CPU-only file that builds everywhere, a broken CUDA build cannot take the CPU
 op down with it, and the benchmark can pick a kernel stage per call. The cost is a few
 microseconds of Python per call, small next to a kernel launch on the shapes where the GPU matters.
+
+The kernels implement FlashAttention (Dao et al., arXiv:2205.14135) in FlashAttention-2's work
+partitioning and backward (Dao, arXiv:2307.08691); csrc/README.md describes each file.
 """
 
 from __future__ import annotations
 
-import ctypes
 import warnings
 
 import torch
 
-from . import build
+from . import build, cuda_lib
 
 CPU_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # Codes of `enum minisora_dtype` in csrc/cuda/launchers.h.
-CUDA_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-CUDA_HEAD_DIMS = (32, 64, 128)
+CUDA_DTYPES = {torch.float32: cuda_lib.F32, torch.float16: cuda_lib.F16, torch.bfloat16: cuda_lib.BF16}
+CUDA_HEAD_DIMS = cuda_lib.HEAD_DIMS
 
 # Filled by the first load(): whether each part is usable and, if not, why.
 _state: dict = {"tried": False, "ok": False, "reason": None, "cuda_lib": None, "cuda_reason": None}
@@ -44,27 +46,29 @@ _state: dict = {"tried": False, "ok": False, "reason": None, "cuda_lib": None, "
 def load() -> bool:
     """Build (first time only) and load the extension; return whether the op is usable.
 
-    A failure warns once, naming the cause (see unavailable_reason()). torch.compile runs this
-    at trace time and treats the answer as a constant, so compiling never traces the build.
+    Any failure -- a compiler error, a library missing a symbol, a PyTorch too old for an API used
+    here -- warns once, naming the cause (see unavailable_reason()), and returns False: "auto" then
+    uses SDPA. torch.compile runs this at trace time and treats the answer as a constant.
     """
     if _state["tried"]:
         return _state["ok"]
     _state["tried"] = True
     try:
         build.build_cpu_ops()  # builds if needed, then loads the library: the op now exists
-    except (build.BuildError, OSError) as err:
-        _state["reason"] = f"building the C++ extension failed: {err}"
+        _register_fake_and_autograd()
+    except Exception as err:  # noqa: BLE001 -- whatever breaks, the dispatcher must keep working
+        _state["reason"] = f"building or loading the C++ extension failed: {type(err).__name__}: {err}"
         warnings.warn(f"minisora attention: {_state['reason']}; falling back to SDPA", RuntimeWarning, stacklevel=3)
         return False
-    _register_fake_and_autograd()
     _state["ok"] = True
     if torch.cuda.is_available():
         try:
-            _state["cuda_lib"] = _load_cuda_library(build.build_cuda_kernels())
+            _state["cuda_lib"] = cuda_lib.load(build.build_cuda_kernels())
             torch.library.register_kernel("minisora::attn_fwd", "cuda", _cuda_fwd_kernel)
             torch.library.register_kernel("minisora::attn_bwd", "cuda", cuda_attn_bwd)
-        except (build.BuildError, OSError) as err:
-            _state["cuda_reason"] = f"building the CUDA kernels failed: {err}"
+        except Exception as err:  # noqa: BLE001
+            _state["cuda_lib"] = None
+            _state["cuda_reason"] = f"building or loading the CUDA kernels failed: {type(err).__name__}: {err}"
             warnings.warn(f"minisora attention: {_state['cuda_reason']}; CUDA inputs fall back to SDPA",
                           RuntimeWarning, stacklevel=3)
     else:
@@ -153,39 +157,49 @@ def _register_fake_and_autograd() -> None:
 # --- CUDA: the launchers of csrc/cuda/launchers.h through ctypes ----------------------------
 
 
-def _load_cuda_library(path) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(path))
-    p, i, f, size = ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_size_t
-    lib.minisora_attn_fwd.argtypes = [i, i, p, p, p, p, p, p, i, i, i, i, i, f, p]
-    lib.minisora_attn_fwd.restype = i
-    lib.minisora_attn_fwd_workspace_bytes.argtypes = [i, i, i, i, i, i, i]
-    lib.minisora_attn_fwd_workspace_bytes.restype = size
-    lib.minisora_attn_bwd.argtypes = [i, p, p, p, p, p, p, p, p, p, p, i, i, i, i, i, f, p]
-    lib.minisora_attn_bwd.restype = i
-    lib.minisora_attn_bwd_workspace_bytes.argtypes = [i, i, i, i, i, i]
-    lib.minisora_attn_bwd_workspace_bytes.restype = size
-    lib.minisora_attn_error_string.argtypes = [i]
-    lib.minisora_attn_error_string.restype = ctypes.c_char_p
-    return lib
-
-
-def _check_cuda_inputs(name: str, *tensors: torch.Tensor) -> None:
-    # The same promises TORCH_CHECK would make in C++: the kernels trust them blindly.
-    q = tensors[0]
+def _check_cuda_inputs(name: str, q, k, v, dout=None, out=None, lse=None) -> None:
+    """The promises the CUDA kernels rely on (the CPU kernel checks the same in C++), each failure
+    naming the argument: TypeError for a dtype, ValueError for anything else."""
+    where = f"minisora::{name} (CUDA)"
+    tensors = {"q": q, "k": k, "v": v, "dout": dout, "out": out, "lse": lse}
+    if isinstance(q, torch.Tensor) and q.dtype not in CUDA_DTYPES:
+        raise TypeError(f"{where}: q has dtype {q.dtype}; the CUDA kernels take float32, float16, bfloat16")
+    for arg, t in tensors.items():
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{where}: {arg} must be a tensor, got {type(t).__name__}")
+        if t.device != q.device:
+            raise ValueError(f"{where}: {arg} is on {t.device} but q is on {q.device}; move it")
+        if arg != "lse" and t.dim() != 4:
+            raise ValueError(f"{where}: {arg} must be (B, H, N, d), got shape {tuple(t.shape)}")
+        if arg != "lse" and t.dtype != q.dtype:
+            raise TypeError(f"{where}: {arg} has dtype {t.dtype} but q has {q.dtype}; cast it")
     reason = unsupported_reason(q)
     if reason is not None:
-        raise ValueError(f"minisora::{name}: {reason}")
-    if tensors[-1].dtype != torch.float32 and name == "attn_bwd":
-        raise TypeError(f"minisora::attn_bwd: lse must be float32 on CUDA, got {tensors[-1].dtype}")
-    for t in tensors:
-        if t.device != q.device:
-            raise ValueError(f"minisora::{name}: all tensors must be on {q.device}, got one on {t.device}")
+        raise ValueError(f"{where}: {reason}")
+    (b, h, n_q, d), n_k = q.shape, k.shape[2]
+    if tuple(k.shape[:2]) != (b, h) or k.shape[3] != d:
+        raise ValueError(f"{where}: k must be (B, H, N_k, d) = ({b}, {h}, N_k, {d}) like q, got {tuple(k.shape)}")
+    if v.shape != k.shape:
+        raise ValueError(f"{where}: v must have k's shape {tuple(k.shape)}, got {tuple(v.shape)}")
+    if n_k == 0 and n_q > 0:
+        raise ValueError(f"{where}: k and v have no keys (N_k = 0): the softmax over keys is undefined")
+    for arg in ("dout", "out"):
+        t = tensors[arg]
+        if t is not None and t.shape != q.shape:
+            raise ValueError(f"{where}: {arg} must have q's shape {tuple(q.shape)}, got {tuple(t.shape)}")
+    if lse is not None:
+        if tuple(lse.shape) != (b, h, n_q):
+            raise ValueError(f"{where}: lse must be (B, H, N_q) = {(b, h, n_q)}, got {tuple(lse.shape)}")
+        if lse.dtype != torch.float32:
+            raise TypeError(f"{where}: lse must be float32 on CUDA, got {lse.dtype}")
 
 
 def _call(lib, fn, *args) -> None:
     code = fn(*args)
     if code != 0:
-        raise RuntimeError(f"minisora CUDA kernel failed ({code}): {lib.minisora_attn_error_string(code).decode()}")
+        raise RuntimeError(f"minisora CUDA kernel failed ({code}): {cuda_lib.error_string(lib, code)}")
 
 
 def cuda_attn_fwd(q, k, v, scale: float, stage: int = -1):
@@ -209,18 +223,24 @@ def _cuda_fwd_kernel(q, k, v, scale):
     return cuda_attn_fwd(q, k, v, scale)
 
 
-def cuda_attn_bwd(dout, q, k, v, out, lse, scale: float):
-    """CUDA backward -> (dq, dk, dv), FlashAttention-2 with a float32 dQ workspace."""
+def cuda_attn_bwd(dout, q, k, v, out, lse, scale: float, deterministic: bool | None = None):
+    """CUDA backward -> (dq, dk, dv), FlashAttention-2.
+
+    deterministic: None follows torch.use_deterministic_algorithms(). True computes dQ in its own
+    pass (no atomics: bit-reproducible); False adds each key block's dQ share with atomics.
+    """
     _check_cuda_inputs("attn_bwd", q, k, v, dout, out, lse)
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
     lib = _state["cuda_lib"]
     dout, q, k, v, out, lse = (t.contiguous() for t in (dout, q, k, v, out, lse))
     (b, h, n_q, d), n_k, code = q.shape, k.shape[2], CUDA_DTYPES[q.dtype]
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     with torch.cuda.device(q.device):
-        nbytes = lib.minisora_attn_bwd_workspace_bytes(code, b, h, n_q, n_k, d)
+        nbytes = lib.minisora_attn_bwd_workspace_bytes(code, b, h, n_q, n_k, d, int(deterministic))
         workspace = torch.empty(max(nbytes, 4), dtype=torch.uint8, device=q.device)
         _call(lib, lib.minisora_attn_bwd, code, dout.data_ptr(), q.data_ptr(), k.data_ptr(),
               v.data_ptr(), out.data_ptr(), lse.data_ptr(), dq.data_ptr(), dk.data_ptr(),
-              dv.data_ptr(), workspace.data_ptr(), b, h, n_q, n_k, d, scale,
+              dv.data_ptr(), workspace.data_ptr(), b, h, n_q, n_k, d, scale, int(deterministic),
               torch.cuda.current_stream().cuda_stream)
     return dq, dk, dv

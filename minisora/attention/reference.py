@@ -15,7 +15,10 @@ Three versions, read in this order (notebook 04 does):
    tiles of queries and keys, an *online* softmax (running max and running sum, rescaling the
    partial output whenever the max grows) so only a (block_q, block_k) tile of scores ever
    exists, and the backward pass that recomputes those tiles from lse instead of storing them.
-   The C++ CPU kernel (csrc/cpu/attention.cpp) and the CUDA kernels follow the same loops.
+   The C++ CPU kernel (csrc/cpu/forward.cpp, backward.cpp) and the CUDA kernels follow the same loops.
+
+Sources: the online softmax of Milakov & Gimelshein, arXiv:1805.02867; FlashAttention (Dao et al.,
+arXiv:2205.14135), Algorithms 1-2; FlashAttention-2 (Dao, arXiv:2307.08691), Algorithms 1-2.
 """
 
 from __future__ import annotations

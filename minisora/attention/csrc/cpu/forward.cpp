@@ -2,25 +2,24 @@
 //
 // Work is split into independent tasks, one per (batch, head, tile of kBlockQ queries), run in
 // parallel with at::parallel_for. A task streams over the keys in tiles of kBlockK and keeps,
-// for each of its query rows r:
-//     m[r]   the largest score seen so far,
-//     l[r]   the sum of exp(score - m[r]) so far,
-//     acc[r] the sum of exp(score - m[r]) * v so far (an unnormalised output row).
+// for its query rows:
+//     m    the largest score seen so far, (rows, 1)
+//     l    the sum of exp(score - m) so far, (rows, 1)
+//     acc  the sum of exp(score - m) * v so far, (rows, d): an unnormalised output.
 // When a new key tile raises the max from m to m_new, the old sums were taken relative to m, so
 // they are multiplied by alpha = exp(m - m_new) before the tile's terms are added. After the
-// last tile, out[r] = acc[r] / l[r] and lse[r] = m[r] + log(l[r]).
-// Memory per task: a few (kBlockQ x kBlockK) and (kBlock x d) buffers - never N_q x N_k.
-// This is minisora/attention/reference.py:blockwise_attention written in C++.
+// last tile, out = acc / l and lse = m + log(l).
+// Memory per task: a few (kBlockQ x kBlockK) and (kBlockQ x d) tiles - never N_q x N_k.
+// Each tile's S = Q K^T and acc += P V are BLAS matmuls (tile.h). Tri Dao, FlashAttention-2,
+// arXiv:2307.08691, Algorithm 1.
 #include "attention.h"
 
-#include <ATen/Dispatch.h>
+#include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
-#include <vector>
 
 #include "tile.h"
 
@@ -34,6 +33,8 @@ void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
                     "minisora attention (CPU kernel): q, k, v must all be CPU tensors");
   TORCH_CHECK_TYPE(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
                    "minisora attention: q, k, v must share one dtype");
+  TORCH_CHECK_TYPE(at::isFloatingType(q.scalar_type()), "minisora attention: q must be floating, got ",
+                   q.scalar_type());
   TORCH_CHECK_VALUE(q.size(0) == k.size(0) && q.size(0) == v.size(0) && q.size(1) == k.size(1) &&
                         q.size(1) == v.size(1),
                     "minisora attention: q, k, v must agree on (B, H)");
@@ -45,68 +46,42 @@ void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
 
 namespace {
 
-// One thread's scratch tiles, allocated once per parallel chunk and reused by its tasks.
-template <typename acc_t>
-struct ForwardTiles {
-  explicit ForwardTiles(int64_t d)
-      : q(kBlockQ * d), kt(d * kBlockK), v(kBlockK * d), s(kBlockQ * kBlockK), acc(kBlockQ * d),
-        m(kBlockQ), l(kBlockQ) {}
-  std::vector<acc_t> q;    // (rows, d)
-  std::vector<acc_t> kt;   // (d, cols): keys, transposed
-  std::vector<acc_t> v;    // (cols, d)
-  std::vector<acc_t> s;    // (rows, cols): scores, then exp(scores - m)
-  std::vector<acc_t> acc;  // (rows, d): unnormalised output
-  std::vector<acc_t> m;    // (rows,): running max
-  std::vector<acc_t> l;    // (rows,): running sum of exp(scores - m)
-};
-
-// One task: query rows [q0, q0 + rows) of one (batch, head). Pointers are at that head's start.
-template <typename scalar_t, typename acc_t>
-void forward_tile(const scalar_t* q, const scalar_t* k, const scalar_t* v, scalar_t* out,
-                  acc_t* lse, int64_t q0, int64_t rows, int64_t n_k, int64_t d, acc_t scale,
-                  ForwardTiles<acc_t>& t) {
-  acc_t *s = t.s.data(), *acc = t.acc.data(), *m = t.m.data(), *l = t.l.data();
-  load_tile(q + q0 * d, rows, d, t.q.data());
-  std::fill(acc, acc + rows * d, acc_t(0));
-  std::fill(m, m + rows, -std::numeric_limits<acc_t>::infinity());
-  std::fill(l, l + rows, acc_t(0));
-
+// One task: query rows [q0, q0 + rows) of one (batch, head). q (already times scale), k, v: that
+// head's (N, d) in the accumulation dtype; out (N_q, d) in the input dtype and lse (N_q,) are written in place.
+void forward_tile(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor out,
+                  at::Tensor lse, int64_t q0, int64_t rows) {
+  const at::Tensor q_tile = rows_of(q, q0, rows);
+  const int64_t n_k = k.size(0);
+  at::Tensor acc, m, l;  // set by the first key tile
   for (int64_t k0 = 0; k0 < n_k; k0 += kBlockK) {
     const int64_t cols = std::min(kBlockK, n_k - k0);  // the last tile may be short
-    load_tile_transposed(k + k0 * d, cols, d, t.kt.data());
-    load_tile(v + k0 * d, cols, d, t.v.data());
-
-    std::fill(s, s + rows * cols, acc_t(0));
-    gemm_nn(t.q.data(), t.kt.data(), s, rows, d, cols);  // s = Q K^T for this tile
-
-    for (int64_t r = 0; r < rows; ++r) {
-      acc_t* s_row = s + r * cols;
-      acc_t m_new = m[r];
-      for (int64_t c = 0; c < cols; ++c) {
-        s_row[c] *= scale;
-        m_new = std::max(m_new, s_row[c]);
-      }
-      // exp(-inf) = 0 on the first tile: nothing accumulated yet, nothing to rescale.
-      const acc_t alpha = std::exp(m[r] - m_new);
-      acc_t tile_sum = 0;
-      for (int64_t c = 0; c < cols; ++c) {
-        s_row[c] = std::exp(s_row[c] - m_new);
-        tile_sum += s_row[c];
-      }
-      l[r] = alpha * l[r] + tile_sum;
-      for (int64_t x = 0; x < d; ++x) acc[r * d + x] *= alpha;
-      m[r] = m_new;
+    const at::Tensor k_tile = rows_of(k, k0, cols);
+    if (k0 == 0) {  // first tile: m = rowmax(S)
+      at::Tensor s = at::mm(q_tile, k_tile.t());  // S = (scale Q) K^T
+      m = s.amax(1, /*keepdim=*/true);
+      s.sub_(m).exp_();  // P~ = exp(S - m), ATen's vectorised exp
+      l = s.sum(1, /*keepdim=*/true);
+      acc = at::mm(s, rows_of(v, k0, cols));
+      continue;
     }
-    gemm_nn(s, t.v.data(), acc, rows, cols, d);  // acc += exp(S - m) V
-  }
-
-  for (int64_t r = 0; r < rows; ++r) {
-    const acc_t inv_l = acc_t(1) / l[r];
-    for (int64_t x = 0; x < d; ++x) {
-      out[(q0 + r) * d + x] = static_cast<scalar_t>(acc[r * d + x] * inv_l);
+    // Later tiles: S - m comes out of the matmul itself (addmm with the running max as a bias).
+    // Usually no score of the tile exceeds the running max: then P~ = exp(S - m) needs no further
+    // pass and nothing is rescaled. Otherwise the rows whose max grew are rescaled as usual.
+    at::Tensor s = at::addmm(m.neg(), q_tile, k_tile.t());  // S - m
+    const at::Tensor growth = s.amax(1, /*keepdim=*/true).clamp_min_(0);  // m_new - m >= 0
+    if (growth.max().item<double>() > 0) {
+      s.sub_(growth);
+      const at::Tensor alpha = growth.neg().exp_();  // exp(m - m_new)
+      l.mul_(alpha);
+      acc.mul_(alpha);
+      m.add_(growth);
     }
-    lse[q0 + r] = m[r] + std::log(l[r]);
+    s.exp_();
+    l.add_(s.sum(1, /*keepdim=*/true));
+    acc.addmm_(s, rows_of(v, k0, cols));  // acc += P~ V
   }
+  rows_of(out, q0, rows).copy_(acc.div_(l));
+  lse.narrow(0, q0, rows).copy_(m.add_(l.log_()).squeeze(1));
 }
 
 }  // namespace
@@ -114,34 +89,28 @@ void forward_tile(const scalar_t* q, const scalar_t* k, const scalar_t* v, scala
 std::tuple<at::Tensor, at::Tensor> attn_fwd(const at::Tensor& q_in, const at::Tensor& k_in,
                                             const at::Tensor& v_in, double scale) {
   check_qkv(q_in, k_in, v_in);
-  // The kernel indexes dense (B, H, N, d) memory; contiguous() is free when already dense.
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-  const int64_t batch_heads = q.size(0) * q.size(1);
-  const int64_t n_q = q.size(2), n_k = k.size(2), d = q.size(3);
+  // Autograd sits above this kernel (op.py): nothing in here is recorded, and the in-place tile
+  // updates on views must not be checked against a grad mode (set again in each parallel task).
+  const c10::AutoGradMode no_grad(false);
+  // Arithmetic in float32 (float64 for float64): 16-bit inputs are converted once, O(N d).
+  const auto acc_type = at::toOpMathType(q_in.scalar_type());
+  // q is scaled once here, O(N d), instead of every score tile.
+  const at::Tensor q = q_in.to(acc_type).mul(scale).contiguous(), k = k_in.to(acc_type).contiguous(),
+                   v = v_in.to(acc_type).contiguous();
+  const int64_t batch = q.size(0), heads = q.size(1), n_q = q.size(2), n_k = k.size(2), d = q.size(3);
   const int64_t q_tiles = (n_q + kBlockQ - 1) / kBlockQ;
-
-  at::Tensor out = q.new_empty(q.sizes());
-  at::Tensor lse = q.new_empty({q.size(0), q.size(1), n_q},
-                               q.options().dtype(at::toOpMathType(q.scalar_type())));
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "minisora_attn_fwd", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* q_ptr = q.const_data_ptr<scalar_t>();
-    const scalar_t* k_ptr = k.const_data_ptr<scalar_t>();
-    const scalar_t* v_ptr = v.const_data_ptr<scalar_t>();
-    scalar_t* out_ptr = out.data_ptr<scalar_t>();
-    acc_t* lse_ptr = lse.data_ptr<acc_t>();
-    // Tasks are (batch * head, query tile) pairs, flattened; grain 1 because each task is big.
-    at::parallel_for(0, batch_heads * q_tiles, 1, [&](int64_t begin, int64_t end) {
-      ForwardTiles<acc_t> tiles(d);
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t bh = task / q_tiles, q0 = (task % q_tiles) * kBlockQ;
-        forward_tile<scalar_t, acc_t>(q_ptr + bh * n_q * d, k_ptr + bh * n_k * d,
-                                      v_ptr + bh * n_k * d, out_ptr + bh * n_q * d,
-                                      lse_ptr + bh * n_q, q0, std::min(kBlockQ, n_q - q0), n_k,
-                                      d, static_cast<acc_t>(scale), tiles);
-      }
-    });
+  at::Tensor out = at::empty(q_in.sizes(), q_in.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor lse = at::empty({batch, heads, n_q}, q.options());
+  const at::Tensor q3 = q.view({batch * heads, n_q, d}), k3 = k.view({batch * heads, n_k, d}),
+                   v3 = v.view({batch * heads, n_k, d}), out3 = out.view({batch * heads, n_q, d}),
+                   lse2 = lse.view({batch * heads, n_q});
+  // Tasks are (batch * head, query tile) pairs, flattened; grain 1 because each task is big.
+  at::parallel_for(0, batch * heads * q_tiles, 1, [&](int64_t begin, int64_t end) {
+      const c10::AutoGradMode no_grad_here(false);  // grad mode is per thread
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t bh = task / q_tiles, q0 = (task % q_tiles) * kBlockQ;
+      forward_tile(q3[bh], k3[bh], v3[bh], out3[bh], lse2[bh], q0, std::min(kBlockQ, n_q - q0));
+    }
   });
   return {out, lse};
 }

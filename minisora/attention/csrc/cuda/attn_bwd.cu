@@ -1,4 +1,8 @@
-// attn_bwd.cu -- FlashAttention-2 backward pass, fp32 math on CUDA cores (all dtypes).
+// attn_bwd.cu -- FlashAttention-2 backward pass: the entry point, and the fp32 path on CUDA cores.
+//
+// flash_backward computes D, then runs the tensor-core kernels of attn_bwd_mma.cu for fp16 (sm_75+)
+// and bf16 (sm_80+), or the CUDA-core kernels below for fp32 (and bf16 on sm_75). Tri Dao,
+// FlashAttention-2, arXiv:2307.08691, Algorithm 2.
 //
 // With P = softmax(scale * Q K^T) and O = P V, the gradients are
 //   dV = P^T dO         dP = dO V^T         dS = P o (dP - D),  D_i = rowsum(dO_i o O_i)
@@ -7,7 +11,7 @@
 // costs O(N d) instead of O(N^2)). Nothing N x N is stored: P is recomputed tile by tile from the
 // forward's lse as P = exp(scale * q.k - lse).
 //
-// Three kernels:
+// Kernels here:
 //  1. preprocess: D = rowsum(dO o O), one warp per query row (shuffle reduction).
 //  2. main, FA2 order: a block owns kB keys (kB = 32, or 16 for d = 128), keeps their K and V tiles
 //     in shared memory and their dK, dV rows in registers, and loops over all query tiles: load Q, dO,
@@ -17,11 +21,11 @@
 //     threads that split its columns; for the dQ product the same thread serves the query row of the
 //     same index. Shared rows are padded (+1 float) against bank conflicts, as in stage 1.
 //  3. convert: dQ accumulator (fp32) -> dq in the input dtype.
-// The workspace (fp32) holds the dQ accumulator (BH*Nq*d, zeroed here first) followed by D (BH*Nq).
+//  Deterministic mode (no atomics, bit-reproducible): 2 skips dQ and dq_simt_kernel, one block per kB
+//  queries looping over the key tiles, computes dQ on its own (P and dS recomputed once more).
+// The workspace (fp32) holds D (BH*Nq) followed, unless deterministic, by the dQ accumulator (BH*Nq*d).
 //
-// Precision/speed: fp16/bf16 inputs are converted to fp32 on load and all products are fp32 FMAs on
-// CUDA cores -- no tensor cores in the backward. It is exact to fp32 round-off for every dtype; a
-// tensor-core backward (the same loop with the mma fragments of attn_02) is the next step for speed.
+// Precision: 16-bit inputs are converted to fp32 on load and all products are fp32 FMAs.
 //
 // Build alone (compile check):  nvcc -std=c++17 -O3 -arch=sm_80 -c attn_bwd.cu -o /tmp/attn_bwd.o
 #include "common.cuh"
@@ -44,7 +48,7 @@ __global__ void preprocess_kernel(const T* __restrict__ dout, const T* __restric
   }
 }
 
-template <class T, int D>
+template <class T, int D, bool kAtomicDq>
 __global__ __launch_bounds__(kThreads) void backward_kernel(
     const T* __restrict__ dout, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
     const float* __restrict__ lse, const float* __restrict__ Dvec, float* __restrict__ dq_accum,
@@ -117,7 +121,7 @@ __global__ __launch_bounds__(kThreads) void backward_kernel(
       }
     }
     // dQ[i] += scale * sum_key dS[key][i] K[key], with this thread serving query row i = r.
-    if (q0 + r < Nq) {
+    if (kAtomicDq && q0 + r < Nq) {
       float* dq_row = dq_accum + (bh * Nq + q0 + r) * D;
 #pragma unroll
       for (int x = 0; x < kCols; ++x) {
@@ -139,6 +143,66 @@ __global__ __launch_bounds__(kThreads) void backward_kernel(
   }
 }
 
+// Deterministic dQ: a block owns kB queries (thread row r = query, as the keys above), loops over the
+// key tiles, recomputes P and dS, and accumulates dQ[r] = scale sum_key dS[r][key] K[key] in registers.
+template <class T, int D>
+__global__ __launch_bounds__(kThreads) void dq_simt_kernel(
+    const T* __restrict__ dout, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+    const float* __restrict__ lse, const float* __restrict__ Dvec, T* __restrict__ dq, int Nq, int Nk,
+    int num_q_blocks, float scale) {
+  constexpr int kB = D == 128 ? 16 : 32, kTPR = kThreads / kB, kCols = D / kTPR, kKeys = kB / kTPR;
+  __shared__ float Qs[kB][D + 1], dOs[kB][D + 1], Ks[kB][D + 1], Vs[kB][D + 1], dSs[kB][kB + 1];
+  const long long bh = blockIdx.x / num_q_blocks;
+  const int q0 = (blockIdx.x % num_q_blocks) * kB;
+  const int tid = threadIdx.x, r = tid / kTPR, c = tid % kTPR;
+  for (int idx = tid; idx < kB * D; idx += kThreads) {
+    const int row = idx / D, col = idx % D;
+    const bool valid = q0 + row < Nq;
+    Qs[row][col] = valid ? to_float(q[(bh * Nq + q0 + row) * D + col]) : 0.f;
+    dOs[row][col] = valid ? to_float(dout[(bh * Nq + q0 + row) * D + col]) : 0.f;
+  }
+  const bool row_valid = q0 + r < Nq;
+  const float lse_r = row_valid ? lse[bh * Nq + q0 + r] : INFINITY, D_r = row_valid ? Dvec[bh * Nq + q0 + r] : 0.f;
+  float acc[kCols] = {};
+  for (int k0 = 0; k0 < Nk; k0 += kB) {
+    __syncthreads();  // the previous key tile is fully consumed (first time: Qs/dOs are written)
+    for (int idx = tid; idx < kB * D; idx += kThreads) {
+      const int row = idx / D, col = idx % D;
+      const bool valid = k0 + row < Nk;
+      Ks[row][col] = valid ? to_float(k[(bh * Nk + k0 + row) * D + col]) : 0.f;
+      Vs[row][col] = valid ? to_float(v[(bh * Nk + k0 + row) * D + col]) : 0.f;
+    }
+    __syncthreads();
+    float s[kKeys] = {}, dp[kKeys] = {};
+#pragma unroll 4
+    for (int kk = 0; kk < D; ++kk) {
+      const float qv = Qs[r][kk], dov = dOs[r][kk];
+#pragma unroll
+      for (int j = 0; j < kKeys; ++j) {
+        s[j] += qv * Ks[c + kTPR * j][kk];
+        dp[j] += dov * Vs[c + kTPR * j][kk];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kKeys; ++j) {
+      const int key = c + kTPR * j;
+      const float p = k0 + key < Nk ? expf(s[j] * scale - lse_r) : 0.f;
+      dSs[r][key] = p * (dp[j] - D_r);
+    }
+    __syncthreads();
+#pragma unroll 4
+    for (int key = 0; key < kB; ++key) {
+      const float ds = dSs[r][key];
+#pragma unroll
+      for (int x = 0; x < kCols; ++x) acc[x] += ds * Ks[key][c + kTPR * x];
+    }
+  }
+  if (row_valid) {
+#pragma unroll
+    for (int x = 0; x < kCols; ++x) dq[(bh * Nq + q0 + r) * D + c + kTPR * x] = from_float<T>(acc[x] * scale);
+  }
+}
+
 template <class T>
 __global__ void convert_kernel(const float* __restrict__ src, T* __restrict__ dst, long long n) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
@@ -150,14 +214,19 @@ unsigned grid_for(long long total) {
 }
 
 template <class T, int D>
-cudaError_t launch_backward(const T* dout, const T* q, const T* k, const T* v, const float* lse, const float* Dvec,
-                            float* dq_accum, T* dk, T* dv, int BH, int Nq, int Nk, float scale,
-                            cudaStream_t stream) {
-  constexpr int kB = D == 128 ? 16 : 32;  // must match backward_kernel
-  const int num_k_blocks = ceil_div(Nk, kB);
-  auto kernel = backward_kernel<T, D>;
+cudaError_t launch_simt(const T* dout, const T* q, const T* k, const T* v, const float* lse, const float* Dvec,
+                        float* dq_accum, T* dq, T* dk, T* dv, int BH, int Nq, int Nk, float scale, bool deterministic,
+                        cudaStream_t stream) {
+  constexpr int kB = D == 128 ? 16 : 32;  // must match backward_kernel and dq_simt_kernel
+  const int num_k_blocks = ceil_div(Nk, kB), num_q_blocks = ceil_div(Nq, kB);
+  auto kernel = deterministic ? backward_kernel<T, D, false> : backward_kernel<T, D, true>;
   MINISORA_LAUNCH(kernel, dim3((unsigned)(BH * (long long)num_k_blocks)), dim3(kThreads), stream,
                   dout, q, k, v, lse, Dvec, dq_accum, dk, dv, Nq, Nk, num_k_blocks, scale);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess || !deterministic) return err;
+  auto dq_kernel = dq_simt_kernel<T, D>;
+  MINISORA_LAUNCH(dq_kernel, dim3((unsigned)(BH * (long long)num_q_blocks)), dim3(kThreads), stream,
+                  dout, q, k, v, lse, Dvec, dq, Nq, Nk, num_q_blocks, scale);
   return cudaGetLastError();
 }
 
@@ -166,18 +235,27 @@ cudaError_t launch_backward(const T* dout, const T* q, const T* k, const T* v, c
 template <class T>
 cudaError_t flash_backward(const T* dout, const T* q, const T* k, const T* v, const T* out,
                            const float* lse, T* dq, T* dk, T* dv, float* workspace,
-                           int BH, int Nq, int Nk, int d, float scale, cudaStream_t stream) {
+                           int BH, int Nq, int Nk, int d, float scale, bool deterministic, bool tensor_cores,
+                           cudaStream_t stream) {
   const long long rows = (long long)BH * Nq;
-  float* dq_accum = workspace;
-  float* Dvec = workspace + rows * d;
-  cudaError_t err = cudaMemsetAsync(dq_accum, 0, sizeof(float) * rows * d, stream);
-  if (err != cudaSuccess) return err;
+  float* Dvec = workspace;
+  float* dq_accum = deterministic ? nullptr : workspace + rows;
+  cudaError_t err = cudaSuccess;
+  if (!deterministic && (err = cudaMemsetAsync(dq_accum, 0, sizeof(float) * rows * d, stream)) != cudaSuccess)
+    return err;
   auto pre = preprocess_kernel<T>;
   MINISORA_LAUNCH(pre, dim3(grid_for(rows * 32)), dim3(kThreads), stream, dout, out, Dvec, rows, d);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  auto launch = d == 32 ? launch_backward<T, 32> : d == 64 ? launch_backward<T, 64> : launch_backward<T, 128>;
-  err = launch(dout, q, k, v, lse, Dvec, dq_accum, dk, dv, BH, Nq, Nk, scale, stream);  // d checked by launchers.cu
-  if (err != cudaSuccess) return err;
+  if constexpr (!std::is_same<T, float>::value) {
+    if (tensor_cores)
+      err = flash_backward_mma<T>(dout, q, k, v, lse, Dvec, dq_accum, dq, dk, dv, BH, Nq, Nk, d, scale,
+                                  deterministic, stream);
+  }
+  if (std::is_same<T, float>::value || !tensor_cores) {
+    auto launch = d == 32 ? launch_simt<T, 32> : d == 64 ? launch_simt<T, 64> : launch_simt<T, 128>;
+    err = launch(dout, q, k, v, lse, Dvec, dq_accum, dq, dk, dv, BH, Nq, Nk, scale, deterministic, stream);
+  }
+  if (err != cudaSuccess || deterministic) return err;
   auto convert = convert_kernel<T>;
   MINISORA_LAUNCH(convert, dim3(grid_for(rows * d)), dim3(kThreads), stream, dq_accum, dq, rows * d);
   return cudaGetLastError();
@@ -185,7 +263,7 @@ cudaError_t flash_backward(const T* dout, const T* q, const T* k, const T* v, co
 
 #define MINISORA_INSTANTIATE(T)                                                                            \
   template cudaError_t flash_backward<T>(const T*, const T*, const T*, const T*, const T*, const float*, T*, \
-                                         T*, T*, float*, int, int, int, int, float, cudaStream_t);
+                                         T*, T*, float*, int, int, int, int, float, bool, bool, cudaStream_t);
 MINISORA_INSTANTIATE(float)
 MINISORA_INSTANTIATE(__half)
 MINISORA_INSTANTIATE(__nv_bfloat16)

@@ -3,8 +3,8 @@
 //
 // Compiled two ways from the same source:
 //   nvcc ...                      real CUDA: <cuda_runtime.h>, kernel<<<grid, block, 0, stream>>>(...)
-//   g++ -x c++ -DMINISORA_EMU ... the host emulation in ../emu/cuda_emu.h runs each block's threads on
-//                                 the CPU (tests/test_cuda_kernels.py does this).
+//   g++ -x c++ -DMINISORA_EMU -I tests/cuda_emu ...   the host emulation (tests/cuda_emu/cuda_emu.h)
+//                                 runs each block's threads on the CPU (tests/test_cuda_kernels.py).
 #pragma once
 #include <stdint.h>
 #include <string.h>
@@ -12,16 +12,26 @@
 #include <algorithm>
 #include <type_traits>
 
+// MINISORA_LAUNCH_SMEM launches with `smem` bytes of dynamic shared memory, which the kernel reaches
+// through MINISORA_DYNAMIC_SMEM(name) (an `extern __shared__` array on a GPU, a poisoned per-block
+// buffer under emulation). Above 48 KB the launcher must first raise the kernel's limit with
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes).
 #ifdef MINISORA_EMU
-#include "../emu/cuda_emu.h"
+#include "cuda_emu.h"  // tests/cuda_emu/: the host emulation lives with the tests
 #define MINISORA_LAUNCH(kernel, grid, block, stream, ...) \
-  cuda_emu::launch(kernel, grid, block, stream, __VA_ARGS__)
+  cuda_emu::launch(kernel, grid, block, 0, stream, __VA_ARGS__)
+#define MINISORA_LAUNCH_SMEM(kernel, grid, block, smem, stream, ...) \
+  cuda_emu::launch(kernel, grid, block, smem, stream, __VA_ARGS__)
+#define MINISORA_DYNAMIC_SMEM(name) unsigned char* name = cuda_emu::dynamic_shared_memory()
 #else
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #define MINISORA_LAUNCH(kernel, grid, block, stream, ...) \
   kernel<<<grid, block, 0, stream>>>(__VA_ARGS__)
+#define MINISORA_LAUNCH_SMEM(kernel, grid, block, smem, stream, ...) \
+  kernel<<<grid, block, smem, stream>>>(__VA_ARGS__)
+#define MINISORA_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
 #endif
 
 #include "launchers.h"
@@ -72,13 +82,19 @@ cudaError_t online_softmax_forward(const T* q, const T* k, const T* v, T* out, f
 template <class T>  // __half or __nv_bfloat16
 cudaError_t fa2_mma_forward(const T* q, const T* k, const T* v, T* out, float* lse,
                             int BH, int Nq, int Nk, int d, float scale, cudaStream_t stream);
-template <class T>  // __half or __nv_bfloat16
+template <class T>  // __half or __nv_bfloat16; arch picks the tile configuration (sm_75 or sm_80+)
 cudaError_t swizzle_ldmatrix_forward(const T* q, const T* k, const T* v, T* out, float* lse,
-                                     int BH, int Nq, int Nk, int d, float scale, cudaStream_t stream);
-// workspace: BH*Nq*d floats (the dQ accumulator) followed by BH*Nq floats (D = rowsum(dO * O)).
+                                     int BH, int Nq, int Nk, int d, float scale, int arch, cudaStream_t stream);
+// workspace: BH*Nq floats (D = rowsum(dO * O)) followed, unless deterministic, by BH*Nq*d floats (the dQ
+// accumulator). tensor_cores: fp16/bf16 through attn_bwd_mma.cu (the caller checks the arch).
 template <class T>
 cudaError_t flash_backward(const T* dout, const T* q, const T* k, const T* v, const T* out,
                            const float* lse, T* dq, T* dk, T* dv, float* workspace,
-                           int BH, int Nq, int Nk, int d, float scale, cudaStream_t stream);
+                           int BH, int Nq, int Nk, int d, float scale, bool deterministic, bool tensor_cores,
+                           cudaStream_t stream);
+template <class T>  // __half or __nv_bfloat16; dq_accum is used (and dq not) unless deterministic
+cudaError_t flash_backward_mma(const T* dout, const T* q, const T* k, const T* v, const float* lse,
+                               const float* Dvec, float* dq_accum, T* dq, T* dk, T* dv, int BH, int Nq, int Nk,
+                               int d, float scale, bool deterministic, cudaStream_t stream);
 
 }  // namespace minisora

@@ -1,4 +1,4 @@
-// fa2_common.cuh -- the math shared by the two tensor-core forward stages (attn_02, attn_03).
+// fa2_common.cuh -- the math shared by the tensor-core stages (attn_02, attn_03, attn_bwd_mma).
 //
 // Both stages give each warp 16 query rows and keep everything per row in registers, in the mma
 // accumulator layout: lane (g = lane / 4, t = lane % 4) holds rows g and g + 8, and in each 16x8 tile
@@ -10,16 +10,42 @@
 
 namespace minisora {
 
+// ---- swizzled shared-memory tiles (stage 3 and the tensor-core backward) -------------------------
+// Element offset of chunk `ch` (8 values) of row `row` in a swizzled (rows, D) tile.
+template <int D>
+__device__ __forceinline__ int swizzled(int row, int ch) {
+  constexpr int kChunks = D / 8;
+  const int f = kChunks >= 8 ? row % 8 : (row / (8 / kChunks)) % kChunks;
+  return row * D + 8 * (ch ^ f);
+}
+
+// Issues cp.async copies of rows [row0, row0 + R) of a (N, D) matrix into a swizzled tile (no wait), the
+// block's kThreads threads sharing the 16-byte chunks. Rows past N are zero-filled by the copy itself.
+template <class T, int D, int R, int kThreads>
+__device__ __forceinline__ void load_tile_async(T* tile, const T* src, int row0, int N) {
+  constexpr int kChunks = D / 8;
+  for (int idx = threadIdx.x; idx < R * kChunks; idx += kThreads) {
+    const int row = idx / kChunks, ch = idx % kChunks;
+    const bool valid = row0 + row < N;
+    const T* from = valid ? src + (long long)(row0 + row) * D + 8 * ch : src;  // never read when !valid
+    cp_async_16(tile + swizzled<D>(row, ch), from, valid);
+  }
+}
+
+
 // Running softmax state of the two rows a lane holds (index h: 0 -> row g, 1 -> row g + 8).
 struct RowState {
-  float m[2] = {-INFINITY, -INFINITY};  // running max of the base-2 logits
-  float l[2] = {0.f, 0.f};              // running sum of 2^(s - m) over THIS lane's columns only:
+  float m[2] = {-INFINITY, -INFINITY};  // running max of the base-2 logits s * scale * log2(e)
+  float l[2] = {0.f, 0.f};              // running sum of 2^(logit - m) over THIS lane's columns only:
                                         // the quad's partial sums are combined once, at the end
 };
 
 // Folds one key tile into the running softmax. s: the warp's 16 x (8 * kTiles) scores S = Q K^T of
 // this tile (unscaled; keys key0, key0 + 1, ...), overwritten with P = 2^(s * scale_log2 - m_new).
 // o: the 16 x (8 * kOTiles) output accumulator, rescaled by 2^(m_old - m_new).
+// The max is taken over the raw scores and scaled once per row, so each element costs one FFMA and
+// one exp2 (FlashAttention-2's softmax_scale_log2 trick). That needs scale_log2 > 0: launchers.cu sends
+// a non-positive scale to stage 1.
 template <int kTiles, int kOTiles>
 __device__ __forceinline__ void online_softmax(float (&s)[kTiles][4], float (&o)[kOTiles][4], RowState& st,
                                                int key0, int Nk, float scale_log2) {
@@ -30,7 +56,6 @@ __device__ __forceinline__ void online_softmax(float (&s)[kTiles][4], float (&o)
   for (int n = 0; n < kTiles; ++n)
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      s[n][i] *= scale_log2;
       if (tail && key0 + 8 * n + 2 * t + i % 2 >= Nk) s[n][i] = -INFINITY;  // keys past Nk
       tile_max[i / 2] = fmaxf(tile_max[i / 2], s[n][i]);
     }
@@ -39,8 +64,8 @@ __device__ __forceinline__ void online_softmax(float (&s)[kTiles][4], float (&o)
   for (int h = 0; h < 2; ++h) {
     tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
     tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
-    const float m_new = fmaxf(st.m[h], tile_max[h]);  // finite: each tile has a valid key
-    alpha[h] = exp2f(st.m[h] - m_new);                // 0 on the first tile (m = -inf)
+    const float m_new = fmaxf(st.m[h], tile_max[h] * scale_log2);  // finite: each tile has a valid key
+    alpha[h] = exp2f(st.m[h] - m_new);                             // 0 on the first tile (m = -inf)
     st.m[h] = m_new;
     st.l[h] *= alpha[h];
   }
@@ -48,7 +73,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[kTiles][4], float (&o)
   for (int n = 0; n < kTiles; ++n)
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      s[n][i] = exp2f(s[n][i] - st.m[i / 2]);
+      s[n][i] = exp2f(fmaf(s[n][i], scale_log2, -st.m[i / 2]));  // -inf (masked) -> 0
       st.l[i / 2] += s[n][i];
     }
 #pragma unroll

@@ -47,7 +47,8 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 template <class T>
 cudaError_t forward_typed(int stage, const void* q, const void* k, const void* v, void* out, float* lse,
-                          void* workspace, int BH, int Nq, int Nk, int d, float scale, cudaStream_t stream) {
+                          void* workspace, int BH, int Nq, int Nk, int d, float scale, int arch,
+                          cudaStream_t stream) {
   const T* qt = static_cast<const T*>(q);
   const T* kt = static_cast<const T*>(k);
   const T* vt = static_cast<const T*>(v);
@@ -58,7 +59,7 @@ cudaError_t forward_typed(int stage, const void* q, const void* k, const void* v
   }
   if constexpr (!std::is_same<T, float>::value) {  // resolve_stage keeps float away from 2 and 3
     if (stage == 2) return fa2_mma_forward<T>(qt, kt, vt, ot, lse, BH, Nq, Nk, d, scale, stream);
-    if (stage == 3) return swizzle_ldmatrix_forward<T>(qt, kt, vt, ot, lse, BH, Nq, Nk, d, scale, stream);
+    if (stage == 3) return swizzle_ldmatrix_forward<T>(qt, kt, vt, ot, lse, BH, Nq, Nk, d, scale, arch, stream);
   }
   return cudaErrorInvalidValue;
 }
@@ -66,10 +67,11 @@ cudaError_t forward_typed(int stage, const void* q, const void* k, const void* v
 template <class T>
 cudaError_t backward_typed(const void* dout, const void* q, const void* k, const void* v, const void* out,
                            const float* lse, void* dq, void* dk, void* dv, float* workspace, int BH, int Nq,
-                           int Nk, int d, float scale, cudaStream_t stream) {
+                           int Nk, int d, float scale, bool deterministic, bool tensor_cores, cudaStream_t stream) {
   return flash_backward<T>(static_cast<const T*>(dout), static_cast<const T*>(q), static_cast<const T*>(k),
                            static_cast<const T*>(v), static_cast<const T*>(out), lse, static_cast<T*>(dq),
-                           static_cast<T*>(dk), static_cast<T*>(dv), workspace, BH, Nq, Nk, d, scale, stream);
+                           static_cast<T*>(dk), static_cast<T*>(dv), workspace, BH, Nq, Nk, d, scale,
+                           deterministic, tensor_cores, stream);
 }
 
 }  // namespace
@@ -102,24 +104,29 @@ int minisora_attn_fwd(int dtype, int stage, const void* q, const void* k, const 
     if (stage != -1) return MINISORA_ERR_ALIGNMENT;
     run = 1;
   }
+  if (is_tensor_core_stage(run) && !(scale > 0.f)) {  // their softmax scales the row max once (fa2_common)
+    if (stage != -1) return MINISORA_ERR_STAGE;
+    run = 1;
+  }
   if (run == 0 && !workspace) return MINISORA_ERR_WORKSPACE;
   const int BH = B * H;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   switch (dtype) {
-    case MINISORA_F32: return forward_typed<float>(run, q, k, v, out, lse, workspace, BH, Nq, Nk, d, scale, s);
-    case MINISORA_F16: return forward_typed<__half>(run, q, k, v, out, lse, workspace, BH, Nq, Nk, d, scale, s);
-    default: return forward_typed<__nv_bfloat16>(run, q, k, v, out, lse, workspace, BH, Nq, Nk, d, scale, s);
+    case MINISORA_F32: return forward_typed<float>(run, q, k, v, out, lse, workspace, BH, Nq, Nk, d, scale, arch, s);
+    case MINISORA_F16: return forward_typed<__half>(run, q, k, v, out, lse, workspace, BH, Nq, Nk, d, scale, arch, s);
+    default: return forward_typed<__nv_bfloat16>(run, q, k, v, out, lse, workspace, BH, Nq, Nk, d, scale, arch, s);
   }
 }
 
-size_t minisora_attn_bwd_workspace_bytes(int dtype, int B, int H, int Nq, int Nk, int d) {
+size_t minisora_attn_bwd_workspace_bytes(int dtype, int B, int H, int Nq, int Nk, int d, int deterministic) {
   if (check_sizes(dtype, B, H, Nq, Nk, d) != MINISORA_OK) return 0;
-  return sizeof(float) * (size_t)B * H * Nq * (d + 1);  // dQ accumulator + D = rowsum(dO * O)
+  // D = rowsum(dO * O), then the fp32 dQ accumulator unless deterministic (dQ written directly).
+  return sizeof(float) * (size_t)B * H * Nq * (deterministic ? 1 : d + 1);
 }
 
 int minisora_attn_bwd(int dtype, const void* dout, const void* q, const void* k, const void* v, const void* out,
                       const float* lse, void* dq, void* dk, void* dv, float* workspace, int B, int H, int Nq,
-                      int Nk, int d, float scale, void* stream) {
+                      int Nk, int d, float scale, int deterministic, void* stream) {
   if (int err = check_sizes(dtype, B, H, Nq, Nk, d)) return err;
   if ((long long)B * H * Nk == 0) return MINISORA_OK;
   if ((long long)B * H * Nq == 0) {
@@ -138,15 +145,20 @@ int minisora_attn_bwd(int dtype, const void* dout, const void* q, const void* k,
   auto backward = dtype == MINISORA_F32   ? backward_typed<float>
                   : dtype == MINISORA_F16 ? backward_typed<__half>
                                           : backward_typed<__nv_bfloat16>;
-  return backward(dout, q, k, v, out, lse, dq, dk, dv, workspace, B * H, Nq, Nk, d, scale,
-                  static_cast<cudaStream_t>(stream));
+  // Tensor cores for fp16 (sm_75+) and bf16 (sm_80+), with 16-byte aligned tensors; else CUDA cores.
+  const bool aligned = aligned16(dout) && aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dq) &&
+                       aligned16(dk) && aligned16(dv);
+  const bool tensor_cores = aligned && (dtype == MINISORA_F16 || (dtype == MINISORA_BF16 && arch >= 80));
+  return backward(dout, q, k, v, out, lse, dq, dk, dv, workspace, B * H, Nq, Nk, d, scale, deterministic != 0,
+                  tensor_cores, static_cast<cudaStream_t>(stream));
 }
 
 const char* minisora_attn_error_string(int code) {
   switch (code) {
     case MINISORA_OK: return "success";
     case MINISORA_ERR_DTYPE: return "unsupported dtype: use float32, float16 or bfloat16";
-    case MINISORA_ERR_STAGE: return "unsupported stage: use -1 (best), 0, 1, or 2/3 (float16/bfloat16 only)";
+    case MINISORA_ERR_STAGE:
+      return "unsupported stage: use -1 (best), 0, 1, or 2/3 (float16/bfloat16 and scale > 0 only)";
     case MINISORA_ERR_HEAD_DIM: return "unsupported head dim: minisora's CUDA kernels take d = 32, 64 or 128";
     case MINISORA_ERR_ARCH:
       return "GPU too old: the kernels need sm_75 or newer, and bfloat16 tensor-core stages (2, 3) need sm_80";

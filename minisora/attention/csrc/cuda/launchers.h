@@ -18,13 +18,15 @@
 //   2  FA2 loop order on tensor cores (mma.sync), fp16 from sm_75, bf16 from sm_80
 //   3  stage 2 + XOR-swizzled shared memory + ldmatrix (+ cp.async double buffering on sm_80+)
 //  -1  the best stage for (dtype, d, device): 3 for fp16 (and for bf16 on sm_80+), otherwise 1.
-//      If a pointer is not 16-byte aligned, -1 quietly uses stage 1 instead of 2/3.
+//      If a pointer is not 16-byte aligned, or scale <= 0, -1 quietly uses stage 1 instead of 2/3.
 // Stages 2 and 3 need fp16/bf16 and 16-byte aligned q, k, v, out (tensor views with a storage offset
 // may not be; an explicit stage 2/3 then returns MINISORA_ERR_ALIGNMENT).
 //
 // Backward: FlashAttention-2 (D = rowsum(dout * out), P recomputed from lse, dK/dV per key block,
-// dQ accumulated in the float32 `workspace` with atomicAdd and converted at the end). It runs on CUDA
-// cores with fp32 math for all three dtypes (fp16/bf16 are converted on load).
+// dQ accumulated in the float32 `workspace` with one atomicAdd per element and key block, converted at
+// the end). fp16 (sm_75+) and bf16 (sm_80+) run on tensor cores (attn_bwd_mma.cu), fp32 on CUDA cores.
+// deterministic != 0: no atomics -- dQ gets its own pass (one block per query tile over all keys), so
+// the result is bit-reproducible run to run; it costs recomputing S and dP once more.
 //
 // Return value: 0 on success; a positive cudaError_t from the CUDA runtime (e.g. a launch failure);
 // or one of the negative MINISORA_ERR_* codes below. minisora_attn_error_string(code) explains any code.
@@ -42,7 +44,7 @@ enum minisora_dtype { MINISORA_F32 = 0, MINISORA_F16 = 1, MINISORA_BF16 = 2 };
 enum minisora_error {
   MINISORA_OK = 0,
   MINISORA_ERR_DTYPE = -1,      // dtype is not one of minisora_dtype
-  MINISORA_ERR_STAGE = -2,      // stage not in {-1, 0, 1, 2, 3}, or stage 2/3 asked for float32
+  MINISORA_ERR_STAGE = -2,      // stage not in {-1, 0, 1, 2, 3}, or stage 2/3 asked for float32 or scale <= 0
   MINISORA_ERR_HEAD_DIM = -3,   // d is not 32, 64 or 128
   MINISORA_ERR_ARCH = -4,       // the current GPU is too old for this dtype/stage (bf16 mma needs sm_80)
   MINISORA_ERR_SHAPE = -5,      // a negative size, or Nk == 0 with Nq > 0
@@ -67,8 +69,9 @@ int minisora_attn_fwd_stage(int dtype, int stage, int d);
 // it is overwritten (zeroed on the stream first), so one buffer can serve consecutive calls on a stream.
 int minisora_attn_bwd(int dtype, const void* dout, const void* q, const void* k, const void* v,
                       const void* out, const float* lse, void* dq, void* dk, void* dv,
-                      float* workspace, int B, int H, int Nq, int Nk, int d, float scale, void* stream);
-size_t minisora_attn_bwd_workspace_bytes(int dtype, int B, int H, int Nq, int Nk, int d);
+                      float* workspace, int B, int H, int Nq, int Nk, int d, float scale, int deterministic,
+                      void* stream);
+size_t minisora_attn_bwd_workspace_bytes(int dtype, int B, int H, int Nq, int Nk, int d, int deterministic);
 
 // A static, human-readable explanation of any return code above (never NULL).
 const char* minisora_attn_error_string(int code);

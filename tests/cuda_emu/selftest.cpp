@@ -1,7 +1,7 @@
 // cuda_emu_selftest.cpp -- small kernels that test the host emulation itself, plus the C functions
 // tests/test_cuda_kernels.py uses to configure it. Compiled with g++ -DMINISORA_EMU together with the
 // kernel sources of minisora/attention/csrc/cuda into one shared library loaded with ctypes.
-#include "../minisora/attention/csrc/cuda/ptx.cuh"
+#include "../../minisora/attention/csrc/cuda/ptx.cuh"
 
 namespace {
 
@@ -107,6 +107,14 @@ void cuda_emu_configure(int arch, int schedule, unsigned long long seed, int wor
   c.seed = seed;
   c.workers = workers;
 }
+
+// Declares [p, p + bytes) readable global memory for cp.async (see global_ranges in cuda_emu.h);
+// cuda_emu_clear_globals() forgets every range (then nothing is checked).
+void cuda_emu_allow_global(const void* p, unsigned long long bytes) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  cuda_emu::global_ranges().emplace_back(a, a + bytes);
+}
+void cuda_emu_clear_globals() { cuda_emu::global_ranges().clear(); }
 
 // The reason of the last failed launch ("" if none); the string lives until the next call.
 const char* cuda_emu_error_message() {

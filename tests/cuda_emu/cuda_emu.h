@@ -20,8 +20,9 @@
 //  * Blocks run one after another on each of `workers` OS threads (blocks share nothing but global
 //    memory, so they may run in parallel: atomicAdd is a real atomic).
 //  * `__shared__` is `static thread_local`: one copy per OS thread, i.e. per running block, since all
-//    fibers of a block share their OS thread. Consequences: static __shared__ arrays only (no dynamic
-//    `extern __shared__`), and a block may see a previous block's leftovers (a GPU gives garbage).
+//    fibers of a block share their OS thread, so a block may see a previous block's leftovers there.
+//    Dynamic shared memory (MINISORA_DYNAMIC_SMEM in common.cuh) is a per-OS-thread buffer poisoned
+//    with NaN bytes before every block: reading what the block did not write shows as NaN.
 //  * Warp collectives exchange values through a per-warp buffer (two alternating slots, so one barrier
 //    per collective suffices) and check that all 32 lanes executed the same collective: a divergent
 //    shuffle is reported, as is a __syncthreads that some thread skipped (deadlock).
@@ -29,7 +30,8 @@
 //    = lane % 4): mma.sync m16n8k8 (f16) and m16n8k16 (f16, bf16) with f32 accumulators, ldmatrix
 //    x1/x2/x4 with and without .trans (16-byte row alignment checked), and cp.async with its commit
 //    groups, each copy landing only when a wait_group retires it (so a missing wait shows).
-//  * Errors (deadlock, misaligned ldmatrix/cp.async, __trap) abandon the launch; cudaGetLastError()
+//  * Errors (deadlock, misaligned ldmatrix/cp.async, a cp.async outside the declared global ranges,
+//    __trap) abandon the launch; cudaGetLastError()
 //    then returns cudaErrorLaunchFailure and cuda_emu::last_error_message() says why. Nothing aborts.
 // Knobs (cuda_emu::config()): emulated compute capability (arch, default 80), schedule, seed, workers.
 //
@@ -340,8 +342,22 @@ inline int lane_id() { return runner().current % 32; }
 
 enum CollectiveKind { SHFL = 1, SYNCWARP, MMA_K8, MMA_K16, LDMATRIX };
 
+// Dynamic shared memory (`extern __shared__`, MINISORA_DYNAMIC_SMEM): one buffer per OS thread, i.e.
+// per running block, filled with 0xFF bytes before every block -- a NaN in fp32, fp16 and bf16 -- so
+// a kernel that reads shared memory it did not write in this block (a previous block's leftovers on
+// a GPU, or garbage) computes NaN and fails its test.
+inline thread_local std::vector<unsigned char> dynamic_smem_buffer;
+inline thread_local size_t dynamic_smem_bytes = 0;
+inline unsigned char* dynamic_shared_memory() {
+  return reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<uintptr_t>(dynamic_smem_buffer.data()) + 127) & ~uintptr_t(127));
+}
+inline void poison_dynamic_shared_memory() {
+  if (dynamic_smem_bytes) std::memset(dynamic_shared_memory(), 0xFF, dynamic_smem_bytes);
+}
+
 // Runs `body` (the kernel call, arguments bound) over the grid; records the outcome in last_error.
-inline void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+inline void run_grid(dim3 grid, dim3 block, const std::function<void()>& body, size_t smem_bytes = 0) {
   const long nblocks = (long)grid.x * grid.y * grid.z;
   const int nthreads = (int)(block.x * block.y * block.z);
   if (nthreads < 1 || nthreads > 1024 || nblocks < 1) { last_error = cudaErrorInvalidValue; return; }
@@ -351,8 +367,11 @@ inline void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
     BlockRunner r(nthreads);
     gridDim = grid;
     blockDim = block;
+    dynamic_smem_buffer.assign(smem_bytes + 128, 0);
+    dynamic_smem_bytes = smem_bytes;
     for (long b; !failed && (b = next++) < nblocks;) {
       blockIdx = dim3((unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y), (unsigned)(b / ((long)grid.x * grid.y)));
+      poison_dynamic_shared_memory();
       if (!r.run(body, (uint64_t)b)) {
         std::lock_guard<std::mutex> g(error_mutex());
         if (!failed.exchange(true)) error_text() = r.failure;
@@ -367,11 +386,12 @@ inline void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
   last_error = failed ? cudaErrorLaunchFailure : cudaSuccess;
 }
 
-// kernel<<<grid, block, 0, stream>>>(args...) becomes launch(kernel, grid, block, stream, args...).
+// kernel<<<grid, block, smem, stream>>>(args...) becomes launch(kernel, grid, block, smem, stream, args...).
 template <class... Params, class... Args>
-void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t, Args... args) {
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t, Args... args) {
   std::tuple<std::decay_t<Params>...> bound(args...);  // converted to the parameter types, as nvcc does
-  run_grid(grid, block, [&] { std::apply(kernel, bound); });
+  if (smem_bytes > 227 * 1024) { last_error = cudaErrorInvalidValue; return; }  // the largest (sm_90) limit
+  run_grid(grid, block, [&] { std::apply(kernel, bound); }, smem_bytes);
 }
 
 // ---- tensor cores -------------------------------------------------------------------------------
@@ -433,6 +453,23 @@ inline void ldmatrix(uint32_t* r, int num, bool trans, const void* row_address) 
   }
 }
 
+// Global memory the host declared readable (cuda_emu_allow_global in selftest.cpp). When any range is
+// declared, a cp.async reading outside all of them fails the launch ("global read out of bounds") --
+// the tensor-core kernels fetch every tile this way. Plain loads cannot be intercepted; the tests put
+// NaN guard bands around every tensor for those.
+inline std::vector<std::pair<uintptr_t, uintptr_t>>& global_ranges() {
+  static std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+  return ranges;
+}
+inline bool global_readable(const void* p, size_t bytes) {
+  const auto& ranges = global_ranges();
+  if (ranges.empty()) return true;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  for (const auto& r : ranges)
+    if (a >= r.first && a + bytes <= r.second) return true;
+  return false;
+}
+
 // cp.async.cg.shared.global with 16 bytes: copies `src_bytes` (0 or 16) and zero-fills the rest.
 // On emulated sm_80+ the copy is deferred to the latest moment the PTX rules allow -- the
 // cp.async.wait_group that retires its commit group -- so reading the destination before that wait
@@ -440,6 +477,8 @@ inline void ldmatrix(uint32_t* r, int num, bool trans, const void* row_address) 
 // sm_80 the wrapper in ptx.cuh is an ordinary load/store on a GPU, so the copy happens at once.
 inline void cp_async_16(void* smem_dst, const void* global_src, int src_bytes) {
   if ((uintptr_t)smem_dst % 16 || (uintptr_t)global_src % 16) fail("cp.async: address not 16-byte aligned");
+  if (src_bytes > 0 && !global_readable(global_src, (size_t)src_bytes))
+    fail("cp.async: global read out of bounds (outside every tensor the launch was given)");
   const AsyncCopy copy{smem_dst, global_src, src_bytes};
   if (config().arch < 80) copy.run();
   else runner().fibers[runner().current].open_copies.push_back(copy);
@@ -521,6 +560,9 @@ inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) 
   *value = attr == cudaDevAttrComputeCapabilityMajor ? cuda_emu::config().arch / 10 : cuda_emu::config().arch % 10;
   return cudaSuccess;
 }
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+template <class F>
+inline cudaError_t cudaFuncSetAttribute(F*, cudaFuncAttribute, int) { return cudaSuccess; }
 inline cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t = nullptr) {
   std::memset(p, value, bytes);
   return cudaSuccess;
