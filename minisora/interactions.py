@@ -222,6 +222,8 @@ def counterfactual(scene: world.Scene, kind: str, num_frames: int = 9, height: i
     if not hit:
         raise ValueError("the striker never reaches its target in this clip: use more frames or another scene")
     t = int(hit[0][0])
+    if kind == "moves-before-hit" and t < 2:
+        raise ValueError("the hit comes in the first step: there is no time to move before it; use another scene")
     if kind == "never-moves":
         pos[:, b] = pos[0, b]
     else:  # the target's own motion after the hit, started `early` frames before it (from frame 1 at most)
