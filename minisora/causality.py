@@ -8,8 +8,8 @@ of the centroids minus the two radii: 0 when the world's disks touch, negative w
 
     collision  the two approach, touch (the smallest gap is about 0), do not pass through each other (the
                line from one to the other never turns around near the contact, and they never overlap by
-               more than a third of their radii), and leave: the gap grows after the contact about as fast
-               as it shrank before it (an elastic collision reflects the relative velocity along the line
+               more than a third of their radii), and leave: the gap grows after the contact at least half
+               as fast as it shrank before it (an elastic collision reflects the relative velocity along the line
                of centres). Product of touched, not-passed-through and reflected, in [0, 1].
     causality  the struck object does not move before the contact (still in every frame before the step
                that holds it), moves after it (by 1.5 px within two frames), and away from the striker
@@ -72,13 +72,13 @@ def collision_rate(p: dict | None) -> float:
         return 0.0
     gap, tc, T = p["gap"], p["contact"], len(p["gap"])
     # The contact happens in the step into or out of frame tc: the steps just before and after it show
-    # the gap closing and opening. Elastic: it opens as fast as it closed.
+    # the gap closing and opening. Elastic: it opens as fast as it closed (we ask for half: walls and pixels).
     steps = np.diff(gap)
     before, after = steps[max(0, tc - 2):tc + 1], steps[tc:tc + 3]
     if len(before) < 1 or len(after) < 1:  # the contact at the very start or end: nothing to see
         return 0.0
     closing, opening = -float(before.min()), float(after.max())
-    reflected = float(np.clip(opening / max(closing, 1e-6) / 0.7, 0, 1)) if closing > 0.25 else 0.0
+    reflected = float(np.clip(opening / max(closing, 1e-6) / 0.5, 0, 1)) if closing > 0.25 else 0.0
     window = slice(max(0, tc - 3), min(T, tc + 4))
     line = p["b"] - p["a"]
     normal = line[window.start] / max(np.linalg.norm(line[window.start]), 1e-9)

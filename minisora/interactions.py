@@ -111,6 +111,19 @@ def momentum(contacts: np.ndarray, radius: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 # ------------------------------------------------------------------------------------------- placing a hit
+def fit_hit(scene: world.Scene, max_reach: float = 0.3) -> world.Scene:
+    """Shrink the larger of a hit's two objects (large -> medium -> small) until their radii sum to at most
+    `max_reach` of the frame, so that the run-up, the hit and the target's motion after it fit in the frame
+    (two large objects in 32x32 pixels would pin each other against a wall). For sampled training scenes;
+    a prompt that asks for two large objects gets them, cramped."""
+    order = list(world.SIZES)
+    a, b = scene.hits
+    while world.SIZES[scene.objects[a].size] + world.SIZES[scene.objects[b].size] > max_reach + 1e-9:
+        k = a if world.SIZES[scene.objects[a].size] >= world.SIZES[scene.objects[b].size] else b
+        scene.objects[k] = dataclasses.replace(scene.objects[k], size=order[order.index(scene.objects[k].size) - 1])
+    return scene
+
+
 def place_hit(scene: world.Scene, rng: np.random.Generator, lead: tuple[float, float] = (2.0, 3.5)) -> world.Scene:
     """Put scene.hits = (a, b)'s striker a on course for its target b, which is still; in place, returned.
 

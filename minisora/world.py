@@ -181,6 +181,7 @@ def sample_scene(rng: np.random.Generator, max_objects: int = 2, gravity_prob: f
         scene.collisions = True
         if n >= 2:  # the first object hits the second (see interactions.place_hit)
             scene.hits = (0, 1)
+            interactions.fit_hit(scene)
             interactions.place_hit(scene, rng)
     return scene
 
