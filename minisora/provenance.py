@@ -359,7 +359,10 @@ def read(path: str | os.PathLike) -> dict | None:
     if rec is None:
         return None
     expected = rec.pop("frames_sha256", None)
-    valid = expected is not None and expected == frames_hash(path)
+    try:
+        valid = expected is not None and expected == frames_hash(path)
+    except Exception:  # the edit broke the file's encoding: it certainly does not match
+        valid = False
     return {"record": rec, "signed": False, "valid": valid, "trusted": False, "state": "Unsigned",
             "problems": [] if valid else ["the frames do not match the recorded hash: the file was edited"]}
 

@@ -138,3 +138,9 @@ def test_cli_sample_and_image_carry_provenance(tmp_path):
         assert info["valid"] and info["record"]["mode"] == mode and info["record"]["seed"] == 5
         assert info["record"]["model_hash"] == model_hash and info["record"]["steps"] == 2
     json.dumps(provenance.read(gif)["record"])  # JSON-ready
+
+
+def test_model_card_says_it(tmp_path):
+    card = MiniSora.from_preset("tiny").model_card()
+    assert "AI-generated" in card and "python -m minisora provenance" in card
+    assert "AI-generated" in (ASSETS / "README.md").read_text()
