@@ -144,3 +144,16 @@ def test_model_card_says_it(tmp_path):
     card = MiniSora.from_preset("tiny").model_card()
     assert "AI-generated" in card and "python -m minisora provenance" in card
     assert "AI-generated" in (ASSETS / "README.md").read_text()
+
+
+def test_studio_save_carries_provenance(tmp_path):
+    from minisora.widgets import Studio
+
+    model = MiniSora.from_pretrained(ASSETS)
+    studio = Studio(model, prompt="a blue square moves up", seed=7)
+    with pytest.raises(ValueError, match="Generate"):
+        studio.save(tmp_path / "none.gif")
+    studio.steps.value = 2
+    assert studio.generate()
+    info = provenance.read(studio.save(tmp_path / "studio.gif"))
+    assert info["valid"] and info["record"]["prompt"] == "a blue square moves up" and info["record"]["seed"] == 7
