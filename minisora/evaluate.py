@@ -18,6 +18,8 @@ a few shapes, and move in straight lines that bounce off the walls (and bend und
     rigidity    its area stays the same: nothing shrinks, grows or melts
     smoothness  no jerks, no teleports: velocity only changes by gravity and at bounces
     bounce      when it reaches a wall it comes back
+    collision   "A hits B": the two touch without passing through each other and leave (minisora.causality)
+    causality   "A hits B": B is still until the contact, then moves away from A
     overall     the harmonic mean of the metrics that apply
 
 Only what the prompt says is scored: no shape word, no "shape"; no motion words, no "direction" or

@@ -12,6 +12,9 @@ prompt (see minisora.evaluate) instead of squinting at it.
     simulate(scene, T, H, W) -> ground truth per frame: positions, velocities, masks, visibility
     render(scene or text)    -> WorldVideo(video (T, H, W, 3) uint8, truth, scene, caption)
 
+Objects may also collide (Scene(..., collisions=True)) and one may hit another ("a red circle hits a blue
+square"): the physics, placement and words of that live in minisora.interactions.
+
 Coordinates are pixels with x to the right and y down; pixel (row i, column j) covers [j, j+1) x [i, i+1),
 so its centre is (j + 0.5, i + 0.5). Drawing is vectorised: each object's signed distance (negative
 inside the shape) is evaluated for all T frames at once on the (T, H, W) pixel grid by numpy broadcasting.
