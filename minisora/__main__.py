@@ -6,6 +6,7 @@
     sample      generate a video from a prompt with a saved model
     eval        score a saved model with the world-physics evaluator
     build-ext   build the attention extension now instead of on first use
+    provenance  show a file's provenance record (C2PA or metadata) and whether it verifies; exit 1 if not
 
 Prompting modes, each with a saved model (--model) and GIF/MP4/PNG files in and out:
     image       text-to-image (a one-frame video)
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build-ext", help="build the custom attention extension now")
     p.add_argument("--verbose", action="store_true", help="show compiler output")
     _add_prompting_commands(sub)
+    p = sub.add_parser("provenance", help="show a file's provenance record and whether it verifies")
+    p.add_argument("file", help="a .gif, .png or .mp4 written by minisora")
     return parser
 
 
@@ -146,12 +149,39 @@ def _add_prompting_commands(sub) -> None:
     p.add_argument("--fps", type=int, default=None, help="frames per second (default: the model's, 8 in tiny)")
 
 
-def _write(frames, out: str, fps: int) -> str:
+def _write(frames, out: str, fps: int, rec: dict | None = None) -> str:
     from .frames import save_image, save_video
 
+    if rec is not None:  # every file written from a model says so (minisora.provenance)
+        return str(_stamp(_write(frames, out, fps), rec))
     if Path(out).suffix.lower() in (".png", ".jpg", ".jpeg"):
         return str(save_image(frames, out))
     return str(save_video(frames if frames.ndim == 4 else frames[None], out, fps=fps))
+
+
+def _stamp(path, rec: dict):
+    from . import provenance
+
+    if Path(path).suffix.lower() in provenance.MIME:
+        provenance.stamp(path, rec)
+    else:
+        print(f"note: no provenance record in '{path}' (written into .gif, .png and .mp4 only)", file=sys.stderr)
+    return path
+
+
+def _record(model, args, mode: str) -> dict:
+    from . import provenance
+
+    return provenance.record(model, prompt=getattr(args, "prompt", None), seed=getattr(args, "seed", None),
+                             steps=getattr(args, "steps", None), guidance=getattr(args, "guidance", None), mode=mode,
+                             strength=getattr(args, "strength", None), direction=getattr(args, "direction", None))
+
+
+def cmd_provenance(args) -> int:
+    from . import provenance
+    info = provenance.read(args.file)
+    print(provenance.describe(info, args.file))
+    return 0 if info is not None and info["valid"] else 1
 
 
 def cmd_prompting(args) -> None:
@@ -186,7 +216,7 @@ def cmd_prompting(args) -> None:
                                    prompt=args.prompt, **size, **options)
     else:
         result = prompting.generate_long(model, args.prompt, seconds=args.seconds, fps=args.fps, **size, **options)
-    print(f"wrote {_write(result, args.out, fps=getattr(args, 'fps', None) or data.fps)}")
+    print(f"wrote {_write(result, args.out, fps=getattr(args, 'fps', None) or data.fps, rec=_record(model, args, args.command))}")
 
 
 def _dataset(config, args, seed: int, length: int = 20_000):
@@ -232,12 +262,14 @@ def cmd_demo(args) -> None:
         video = model.generate(prompt, seed=args.seed + i, progress=not args.no_progress)
         videos.append(video)
         stem = out / f"{i}_{re.sub(r'[^a-z0-9]+', '_', prompt.lower()).strip('_')}"
-        written.append(save_video(video, stem.with_suffix(".gif"), fps=cfg.data.fps))
+        rec = _record(model, argparse.Namespace(prompt=prompt, seed=args.seed + i), "generate")
+        written.append(_stamp(save_video(video, stem.with_suffix(".gif"), fps=cfg.data.fps), rec))
         try:
-            written.append(save_video(video, stem.with_suffix(".mp4"), fps=cfg.data.fps))
+            written.append(_stamp(save_video(video, stem.with_suffix(".mp4"), fps=cfg.data.fps), rec))
         except RuntimeError:
             pass  # no imageio-ffmpeg: GIFs only
-    written.append(save_video(video_row(videos), out / "all_prompts.gif", fps=cfg.data.fps))
+    written.append(_stamp(save_video(video_row(videos), out / "all_prompts.gif", fps=cfg.data.fps),
+                          _record(model, argparse.Namespace(prompt=" | ".join(DEMO_PROMPTS), seed=args.seed), "generate")))
     model_dir = model.save_pretrained(out / "model", card_notes=[
         f"- trained by `python -m minisora demo`: {vae_steps} VAE steps, {dit_steps} DiT steps",
         f"- final VAE loss {vae_result.final_loss:.4f}, final flow loss {dit_result.final_loss:.4f}"])
@@ -308,7 +340,7 @@ def cmd_sample(args) -> None:
     model = MiniSora.from_pretrained(args.model)
     video = generate(model, args.prompt, num_frames=args.frames, height=args.height, width=args.width,
                      steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler)
-    print(f"wrote {save_video(video, args.out, fps=model.config.data.fps)}")
+    print(f"wrote {_stamp(save_video(video, args.out, fps=model.config.data.fps), _record(model, args, 'generate'))}")
 
 
 def cmd_eval(args) -> None:
@@ -346,14 +378,14 @@ def cmd_build_ext(args) -> None:
 
 
 COMMANDS = {"demo": cmd_demo, "train-vae": cmd_train_vae, "train": cmd_train, "sample": cmd_sample,
-            "eval": cmd_eval, "build-ext": cmd_build_ext,
+            "eval": cmd_eval, "build-ext": cmd_build_ext, "provenance": cmd_provenance,
             **dict.fromkeys(["image", "animate", "extend", "loop", "edit", "connect", "long"], cmd_prompting)}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except KeyboardInterrupt as stop:
         print(f"\ninterrupted: {stop}" if str(stop) else "\ninterrupted", file=sys.stderr)
         return 130
@@ -361,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         # Errors we raise on purpose carry a message that says what to change: show it, not a traceback.
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

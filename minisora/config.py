@@ -32,6 +32,7 @@ class DataConfig:
     max_objects: int = 2  # shapes world: 1..max_objects objects per video
     gravity: bool = False  # shapes world: some videos fall under gravity
     occluder: bool = False  # shapes world: some videos have a grey bar in front
+    collisions: float = 0.0  # shapes world: share of videos where objects collide ("a red circle hits ...")
     fps: int = 8  # only for writing GIF/MP4 files and for seconds <-> frames
 
 

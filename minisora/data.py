@@ -53,26 +53,29 @@ class ShapesWorld(Dataset):
 
     def __init__(self, num_frames: int = 9, height: int = 32, width: int = 32, seed: int = 0,
                  length: int = 10_000, max_objects: int = 2, gravity: bool = False, occluder: bool = False,
-                 holdout=(), return_truth: bool = True):
+                 holdout=(), return_truth: bool = True, collisions: float = 0.0):
         _check_size(num_frames, height, width)
         self.size = (num_frames, height, width)
         self.seed, self.length, self.max_objects = seed, length, max_objects
         self.gravity_prob, self.occluder_prob = 0.5 * gravity, 0.5 * occluder
         self.holdout, self.return_truth = tuple(holdout), return_truth
+        self.collision_prob = float(collisions)  # share of videos where one object hits another
         self._scene(0)  # bad max_objects or holdout fail here, not inside a DataLoader worker
 
     @classmethod
     def from_config(cls, cfg: DataConfig, seed: int = 0, length: int = 10_000, holdout=(),
                     return_truth: bool = True) -> "ShapesWorld":
         return cls(cfg.num_frames, cfg.height, cfg.width, seed=seed, length=length, max_objects=cfg.max_objects,
-                   gravity=cfg.gravity, occluder=cfg.occluder, holdout=holdout, return_truth=return_truth)
+                   gravity=cfg.gravity, occluder=cfg.occluder, holdout=holdout, return_truth=return_truth,
+                   collisions=getattr(cfg, "collisions", 0.0))
 
     def __len__(self) -> int:
         return self.length
 
     def _scene(self, i: int) -> tuple[world.Scene, str]:
         rng = np.random.default_rng((self.seed, i))
-        scene = world.sample_scene(rng, self.max_objects, self.gravity_prob, self.occluder_prob, self.holdout)
+        scene = world.sample_scene(rng, self.max_objects, self.gravity_prob, self.occluder_prob, self.holdout,
+                                   collision_prob=self.collision_prob)
         return scene, world.caption(scene, rng)
 
     def __getitem__(self, i: int) -> dict:
@@ -91,6 +94,8 @@ class ShapesWorld(Dataset):
         K, n = self.max_objects, len(truth["radius"])
         out = {"present": torch.arange(K) < n}
         for key, value in truth.items():
+            if key == "contacts":  # a variable number of rows: not batched (world.simulate has them)
+                continue
             value = torch.from_numpy(np.asarray(value))
             axis = 1 if key in ("position", "velocity", "mask", "visible") else 0
             if key not in ("gravity", "occluder"):

@@ -16,6 +16,8 @@ the prompt and with the world's laws, as metrics in [0, 1]:
     rigidity    its area stays the same: nothing shrinks, grows or melts
     smoothness  no jerks, no teleports: velocity only changes by gravity and at bounces
     bounce      when it reaches a wall it comes back
+    collision   "A hits B": the two touch without passing through each other and leave (minisora.causality)
+    causality   "A hits B": B is still until the contact, then moves away from A
     overall     the harmonic mean of the metrics that apply
 
 Only what the prompt says is scored: no shape word, no "shape"; no motion words, no "direction" or
@@ -36,12 +38,13 @@ import itertools
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import world
+from . import causality, world
 from .frames import to_uint8
 from .perceive import (Blob, Track, classify_shape, find_objects, hidden_frames, track, velocities, wall_contacts,
                        whole_views)
 
 METRICS = ("presence", "shape", "direction", "speed", "permanence", "rigidity", "smoothness", "bounce")
+METRICS += causality.METRICS  # "collision", "causality": only for "A hits B" prompts (see minisora.causality)
 # parse_caption reads "still" by default; these words say it, so only then is "still" scored.
 STILL_WORDS = {"still", "not", "stationary", "static", "falls", "drops"}
 
@@ -170,7 +173,7 @@ def top_speed(gravity: bool, shape: tuple[int, ...]) -> float:
 
 
 def object_metrics(trk: Track, hidden: np.ndarray, spec: world.ObjectSpec, shape_said: bool, motion_said: bool,
-                   gravity: bool, size: tuple[int, int]) -> dict[str, float]:
+                   gravity: bool, size: tuple[int, int], impacts: tuple[int, ...] = ()) -> dict[str, float]:
     """The per-object metrics that apply to one asked object, from its track (see the module docstring)."""
     height, width = size
     gravity_px = world.GRAVITY * height if gravity else 0.0
@@ -178,11 +181,13 @@ def object_metrics(trk: Track, hidden: np.ndarray, spec: world.ObjectSpec, shape
     views = [b for b, w in zip(trk, whole) if w]
     contacts = wall_contacts(trk, size, world.MOTIONS[spec.motion] if motion_said else (0.0, 0.0),
                              slack=1.0 + gravity_px, fastest=top_speed(gravity, (len(trk), height, width)))
-    launch = velocities(trk, whole, contacts, gravity_px, stop_at_floor=gravity)  # what the prompt describes
+    contacts_all = contacts + [(t, 2, 0) for t in impacts]  # a hit by/of another object changes velocity too
+    launch = velocities(trk, whole, contacts_all, gravity_px, stop_at_floor=gravity)  # what the prompt describes
+    launch = {t: step for t, step in launch.items() if not impacts or t < min(impacts)}  # before a hit
     metrics = {"presence": float(np.mean([b is not None or h for b, h in zip(trk, hidden)])),
                "rigidity": rigidity_rate(views),
                # Centroids of world shapes wobble by up to ~1.4 px/frame (99%); a teleport jumps far more.
-               "smoothness": smoothness_rate(velocities(trk, whole, contacts, gravity_px, stop_at_floor=False),
+               "smoothness": smoothness_rate(velocities(trk, whole, contacts_all, gravity_px, stop_at_floor=False),
                                              tolerance=0.05 * min(height, width)),
                "bounce": bounce_rate(trk, hidden, contacts)}
     if shape_said:
@@ -222,9 +227,10 @@ def score(video, prompt: str) -> dict[str, float]:
     tracks = asked_tracks(scene, said, blobs, len(video))
     hidden = [hidden_frames(trk, colors, scene.occluder is not None) for trk in tracks]
     shape_said, still_said = bool(said & set(world.SHAPES)), bool(said & STILL_WORDS)
+    hit, impacts = causality.hit_metrics(tracks, scene.hits)  # "A hits B": collision and causality
     per_object = [object_metrics(trk, hid, spec, shape_said, spec.motion != "still" or still_said, scene.gravity,
-                                 colors.shape[1:]) for trk, hid, spec in zip(tracks, hidden, scene.objects)]
-    metrics = {"permanence": permanence_rate(tracks, hidden, blobs, top_speed(scene.gravity, video.shape))}
+                                 colors.shape[1:], impacts) for trk, hid, spec in zip(tracks, hidden, scene.objects)]
+    metrics = {"permanence": permanence_rate(tracks, hidden, blobs, top_speed(scene.gravity, video.shape)), **hit}
     for name in METRICS:
         if values := [m[name] for m in per_object if name in m]:
             metrics[name] = float(np.mean(values))

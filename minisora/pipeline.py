@@ -218,6 +218,7 @@ class MiniSora(nn.Module):
             "",
             "Files: `config.json` (how it was built), `tokenizer.json`, `model.safetensors` (weights, no pickle).",
         ]
+        lines += _provenance_card()
         if notes:
             lines += ["", "## Notes", "", *notes]
         return "\n".join(lines) + "\n"
@@ -226,3 +227,14 @@ class MiniSora(nn.Module):
 def _aside(directory: Path) -> Path:
     """Where save_pretrained keeps the previous model while it moves the new one in."""
     return directory.with_name(f".{directory.name}.old")
+
+
+def _provenance_card() -> list[str]:
+    """The model card's section on misuse and provenance (see minisora.provenance)."""
+    return ["", "## Misuse and provenance", "",
+            "Its videos are AI-generated and must not be passed off as real. Every file minisora writes from this "
+            "model (GIF, MP4, PNG: the CLI, `provenance.save`, the studio's `save`) carries a provenance record: "
+            "generator and version, the sha256 of these weights, prompt, seed, steps, guidance, mode, UTC time "
+            "and the words \"AI-generated\". With `pip install minisora[provenance]` it is a signed C2PA "
+            "manifest (digital source type `trainedAlgorithmicMedia`), as on Sora's videos; check a file with "
+            "`python -m minisora provenance FILE`."]

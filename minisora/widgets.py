@@ -174,6 +174,16 @@ class Studio:
         self.show_step(self.scrub.value)  # in case the value did not change (no observer call)
         return True
 
+    def save(self, path) -> "Path":
+        """Write the last generated video (.gif/.mp4, or .png for one frame) with its provenance record."""
+        from . import provenance
+
+        if self.video is None:
+            raise ValueError("nothing to save yet: press Generate first")
+        rec = provenance.record(self.model, prompt=self.prompt.value, seed=self.seed.value, steps=self.steps.value,
+                                guidance=self.guidance.value, mode="generate", sampler=self.sampler.value)
+        return provenance.save(self.video, path, rec, fps=self.model.config.data.fps)
+
     def _advance(self, step: int) -> None:
         self.progress.value = step + 1
 

@@ -13,6 +13,9 @@ prompt (see minisora.evaluate) instead of squinting at it.
     render(scene or text)    -> WorldVideo(video (T, H, W, 3) uint8, truth, scene, caption)
     split_words(text)        -> ["a", "small", "red", ...]: how every part of minisora cuts text into words
 
+Objects may also collide (Scene(..., collisions=True)) and one may hit another ("a red circle hits a blue
+square"): the physics, placement and words of that live in minisora.interactions.
+
 Coordinates are pixels with x to the right and y down; pixel (row i, column j) covers [j, j+1) x [i, i+1),
 so its centre is (j + 0.5, i + 0.5). Drawing is vectorised: each object's signed distance (negative
 inside the shape, see minisora.physics) is evaluated for all T frames at once on the (T, H, W) pixel grid
@@ -26,14 +29,12 @@ motion: CLEVRER (arXiv:1910.01442) and Physion (arXiv:2106.08261) ask it of vide
 from __future__ import annotations
 
 import dataclasses
-import functools
-import itertools
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import physics
+from . import combinations, physics
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 # Saturated colours far apart in hue, far from the dark background and from the grey occluder, so an
@@ -80,11 +81,17 @@ class ObjectSpec:
 
 @dataclass
 class Scene:
-    """Objects drawn in list order (later ones in front); occluder = (x0, x1) fractions of the width."""
+    """Objects drawn in list order (later ones in front); occluder = (x0, x1) fractions of the width.
+
+    collisions: objects bounce off each other (see minisora.interactions); hits = (a, b): object a is set
+    on course for object b, which is still until a hits it ("a red circle hits a blue square").
+    """
 
     objects: list[ObjectSpec]
     gravity: bool = False
     occluder: tuple[float, float] | None = None
+    collisions: bool = False
+    hits: tuple[int, int] | None = None
 
 
 @dataclass
@@ -102,37 +109,6 @@ _INDEX = {name: {value: i for i, value in enumerate(values)} for name, values in
 
 
 # ----------------------------------------------------------------------------------------------- sampling
-def _holdout_rules(holdout) -> tuple[tuple[tuple[str, str], ...], ...]:
-    """("red", "circle") or {"color": "red", "shape": "circle"} -> (("color", "red"), ("shape", "circle"))."""
-    kind_of = {value: kind for kind, values in _ATTRIBUTES.items() for value in values}
-    rules = []
-    for combo in holdout:
-        if isinstance(combo, dict):
-            pairs = list(combo.items())
-        else:
-            values = (combo,) if isinstance(combo, str) else tuple(combo)
-            unknown = [v for v in values if v not in kind_of]
-            if unknown:
-                raise ValueError(f"holdout {combo!r}: unknown words {unknown}; use shapes, colours, sizes or "
-                                 f"motions from {sorted(kind_of)}")
-            pairs = [(kind_of[v], v) for v in values]
-        for kind, value in pairs:
-            if value not in _ATTRIBUTES.get(kind, ()):
-                raise ValueError(f"holdout {combo!r}: {kind}={value!r} is not valid; keys are "
-                                 f"{list(_ATTRIBUTES)} with values {_ATTRIBUTES}")
-        rules.append(tuple(sorted(pairs)))
-    return tuple(sorted(set(rules)))
-
-
-@functools.lru_cache(maxsize=32)
-def _allowed_combos(rules) -> np.ndarray:
-    """All (shape, color, size, motion) index rows that no holdout rule matches: (M, 4) int."""
-    names = list(_ATTRIBUTES)
-    rows = [idx for idx in itertools.product(*(range(len(v)) for v in _ATTRIBUTES.values()))
-            if not any(all(_ATTRIBUTES[k][idx[names.index(k)]] == v for k, v in rule) for rule in rules)]
-    return np.array(rows, dtype=np.int64).reshape(-1, 4)
-
-
 def _start(u: np.ndarray) -> dict[str, float]:
     """Three uniform numbers in [0, 1) -> a start (x, y) away from the walls and a speed."""
     return dict(x=float(0.2 + 0.6 * u[0]), y=float(0.2 + 0.6 * u[1]),
@@ -140,7 +116,7 @@ def _start(u: np.ndarray) -> dict[str, float]:
 
 
 def sample_scene(rng: np.random.Generator, max_objects: int = 2, gravity_prob: float = 0.0,
-                 occluder_prob: float = 0.0, holdout=()) -> Scene:
+                 occluder_prob: float = 0.0, holdout=(), collision_prob: float = 0.0) -> Scene:
     """A random scene of 1..max_objects objects with distinct colours (so each can be found by colour).
 
     holdout: attribute combinations never produced, e.g. [("red", "circle")] or [{"size": "large",
@@ -148,7 +124,7 @@ def sample_scene(rng: np.random.Generator, max_objects: int = 2, gravity_prob: f
     """
     if not 1 <= max_objects <= len(COLORS):
         raise ValueError(f"max_objects must be between 1 and {len(COLORS)}, got {max_objects}")
-    allowed = _allowed_combos(_holdout_rules(holdout))
+    allowed = combinations.allowed(holdout, _ATTRIBUTES)
     if len(allowed) == 0:
         raise ValueError(f"holdout {holdout!r} excludes every object; hold out fewer combinations")
     n = int(rng.integers(1, max_objects + 1))
@@ -170,7 +146,16 @@ def sample_scene(rng: np.random.Generator, max_objects: int = 2, gravity_prob: f
     if has_bar < occluder_prob:  # wide enough to hide a small object completely
         centre, half = 0.35 + 0.3 * centre, 0.1 + 0.04 * width
         occluder = (float(centre - half), float(centre + half))
-    return Scene(objects, gravity=bool(gravity < gravity_prob), occluder=occluder)
+    scene = Scene(objects, gravity=bool(gravity < gravity_prob), occluder=occluder)
+    if collision_prob > 0 and rng.random() < collision_prob:  # drawn only then: other streams stay as they were
+        from . import interactions
+
+        scene.collisions = True
+        if n >= 2:  # the first object hits the second (see interactions.place_hit)
+            scene.hits = (0, 1)
+            interactions.fit_hit(scene)
+            interactions.place_hit(scene, rng)
+    return scene
 
 
 # ----------------------------------------------------------------------------------------------- language
@@ -226,6 +211,10 @@ def motion_phrase(motion: str, rng: np.random.Generator | None = None, gravity: 
 
 def caption(scene: Scene, rng: np.random.Generator | None = None) -> str:
     """Describe a scene in English; rng picks paraphrases, rng=None gives the canonical wording."""
+    if scene.hits is not None:
+        from . import interactions
+
+        return interactions.hit_caption(scene, rng)
     phrases = []
     for o in scene.objects:
         moving = "not moving" if o.motion == "still" else f"moving {_pick(_MOTION_WORDS[o.motion], rng)}"
@@ -244,8 +233,14 @@ def vocabulary() -> list[str]:
     """Every word `caption` can produce, sorted (build a tokenizer from it)."""
     texts = [*SHAPES, *COLORS, *_SIZE_OF, *_VERBS, *_STILL, *_FALL, *_GRAVITY_PHRASES, *_OCCLUDER_PHRASES,
              *(p for ps in _MOTION_WORDS.values() for p in ps), "and", "moving", "not moving",
-             *(re.sub(r"\{\w+\}", " ", t) for t in _TEMPLATES)]
+             *(re.sub(r"\{\w+\}", " ", t) for t in _TEMPLATES), *_interaction_phrases()]
     return sorted({w for t in texts for w in split_words(t)})
+
+
+def _interaction_phrases() -> tuple[str, ...]:
+    from . import interactions
+
+    return interactions.PHRASES
 
 
 def parse_caption(text: str) -> Scene:
@@ -281,8 +276,12 @@ def parse_caption(text: str) -> Scene:
     spare = iter(c for c in COLORS if c not in {f["color"] for f in found})
     objects = [ObjectSpec(**{**f, "color": f["color"] or next(spare, "red")}, x=(k + 1) / (len(found) + 1))
                for k, f in enumerate(found)]
+    from .interactions import parse_hits  # "a red circle hits a blue square": cause and effect
+
+    hits = parse_hits(toks, anchors)
     return Scene(objects, gravity="gravity" in toks,
-                 occluder=(0.4, 0.6) if {"bar", "occluder"} & set(toks) else None)
+                 occluder=(0.4, 0.6) if {"bar", "occluder"} & set(toks) else None,
+                 collisions=hits is not None or bool({"collide", "collisions", "collision"} & set(toks)), hits=hits)
 
 
 # ------------------------------------------------------------------------------------- physics + drawing
@@ -306,8 +305,15 @@ def _simulate(scene: Scene, num_frames: int, height: int, width: int) -> tuple[d
     extent = np.array([physics.extent(o.shape, r) for o, r in zip(objs, radius)])  # (K, 4)
     start = np.array([[o.x * W, o.y * H] for o in objs])
     velocity = np.array([MOTIONS[o.motion] for o in objs]) * np.array([[o.speed * W] for o in objs])
-    pos, vel = physics.bounce(start, velocity, extent[:, :2], np.array([W, H]) - extent[:, 2:], T,
-                      GRAVITY * H if scene.gravity else 0.0)
+    if scene.collisions:  # objects bounce off each other too (minisora.interactions)
+        from .interactions import collide
+
+        pos, vel, contacts = collide(start, velocity, extent[:, :2], np.array([W, H]) - extent[:, 2:], radius, T,
+                                     GRAVITY * H if scene.gravity else 0.0)
+    else:
+        pos, vel = physics.bounce(start, velocity, extent[:, :2], np.array([W, H]) - extent[:, 2:], T,
+                                  GRAVITY * H if scene.gravity else 0.0)
+        contacts = np.zeros((0, 12), dtype=np.float32)
     xs, ys = np.arange(W, dtype=np.float32) + 0.5, np.arange(H, dtype=np.float32) + 0.5
     centres = pos.astype(np.float32)
     sd = np.empty((len(objs), T, H, W), dtype=np.float32)
@@ -331,6 +337,7 @@ def _simulate(scene: Scene, num_frames: int, height: int, width: int) -> tuple[d
         "radius": radius.astype(np.float32),
         "gravity": np.array(scene.gravity),
         "occluder": np.array(scene.occluder or (0.0, 0.0), dtype=np.float32) * W,
+        "contacts": contacts,
     }
     return truth, sd
 
@@ -345,6 +352,8 @@ def simulate(scene: Scene, num_frames: int, height: int, width: int) -> dict[str
     shape, color, size, motion (K,) int64   indices into SHAPES, list(COLORS), list(SIZES), list(MOTIONS)
     rgb (K, 3) uint8, radius (K,) float32 pixels, gravity () bool,
     occluder (2,) float32        the bar's x-range in pixels ((0, 0) when there is none)
+    contacts (N, 12) float32     one row per contact between objects: frame, i, j, time, velocities of i and
+                                 j before and after (interactions.CONTACT_FIELDS); none without collisions
     """
     return _simulate(scene, num_frames, height, width)[0]
 
@@ -365,6 +374,10 @@ def render(caption_or_scene: str | Scene, num_frames: int = 9, height: int = 32,
         if scene.occluder is not None:
             centre = 0.35 + 0.3 * draws[-1, 0]
             scene.occluder = (float(centre - 0.12), float(centre + 0.12))
+        if scene.hits is not None:  # the striker on course for its target
+            from .interactions import place_hit
+
+            place_hit(scene, rng)
     elif isinstance(caption_or_scene, Scene):
         scene = caption_or_scene
         text = caption(scene)
