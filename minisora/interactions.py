@@ -27,7 +27,7 @@ import dataclasses
 
 import numpy as np
 
-from . import world
+from . import physics, world
 
 CONTACT_FIELDS = ("frame", "i", "j", "time", "vi_x", "vi_y", "vj_x", "vj_y", "vi_x_after", "vi_y_after",
                   "vj_x_after", "vj_y_after")
@@ -67,8 +67,8 @@ def _first_contact(p: np.ndarray, v: np.ndarray, radius: np.ndarray, within: flo
 
 def collide(start: np.ndarray, velocity: np.ndarray, lo: np.ndarray, hi: np.ndarray, radius: np.ndarray,
             num_frames: int, gravity: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """world.bounce with the objects bouncing off each other too: positions (T, K, 2), velocities (T, K, 2)
-    (the step about to be taken from frame t, as in `world.bounce`) and contacts (N, 12), see CONTACT_FIELDS.
+    """physics.bounce with the objects bouncing off each other too: positions (T, K, 2), velocities (T, K, 2)
+    (the step about to be taken from frame t, as in `physics.bounce`) and contacts (N, 12), see CONTACT_FIELDS.
 
     radius (K,) pixels: the disk each object collides as; mass = radius**2 (proportional to area).
     """
@@ -97,7 +97,7 @@ def collide(start: np.ndarray, velocity: np.ndarray, lo: np.ndarray, hi: np.ndar
             v[j] += 2 * mass[i] / (mass[i] + mass[j]) * u * n
             contacts.append([t, i, j, t + 1 - left, *before, *v[i], *v[j]])
         p = p + v * left
-        over, under = p > hi, p < lo  # walls, as in world.bounce
+        over, under = p > hi, p < lo  # walls, as in physics.bounce
         p = np.clip(np.where(over, 2 * hi - p, np.where(under, 2 * lo - p, p)), lo, hi)
         v = np.where(over | under, -v, v)
     return positions, velocities, np.array(contacts, dtype=np.float32).reshape(-1, len(CONTACT_FIELDS))

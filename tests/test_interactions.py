@@ -80,7 +80,7 @@ def test_captions_and_parse_round_trip():
         assert [(o.color, o.shape, o.size) for o in parsed.objects] == \
             [(o.color, o.shape, o.size) for o in scene.objects], text
         assert parsed.objects[1].motion == "still"
-        assert set(world.words(text)) <= set(world.vocabulary()), text
+        assert set(world.split_words(text)) <= set(world.vocabulary()), text
     for text in ("a red circle pushes a blue square", "the red circle hits the blue square, which starts to move",
                  "a red circle bumps into a blue square"):
         assert world.parse_caption(text).hits == (0, 1)
