@@ -36,7 +36,10 @@ def read_curve(run: str | Path) -> list[dict]:
     path = path if path.suffix == ".jsonl" else path / "checkpoints" / "dit" / "evals.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no {path}: train with `python -m minisora train --out RUN` (eval_every > 0)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{path} holds no evaluations yet: the run has not reached train.eval_every steps")
+    return rows
 
 
 def markdown(rows: list[dict]) -> str:
@@ -105,7 +108,10 @@ def main() -> None:
     elif args.train:
         rows = train_curve(args.out, args.vae, args.vae_steps, args.dit_steps, args.eval_every, args.eval_prompts)
     elif args.run:
-        rows = read_curve(args.run)
+        try:
+            rows = read_curve(args.run)
+        except (FileNotFoundError, ValueError) as err:
+            sys.exit(f"error: {err}")
     else:
         parser.error("give --run RUN, --train or --quick")
     table = markdown(rows)

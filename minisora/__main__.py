@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a folder written by save_pretrained (e.g. outputs/demo/model)")
     p.add_argument("--prompt", required=True, help="what the video shows, e.g. 'a red circle moves to the right'")
     p.add_argument("--out", default="sample.gif", help="output file (.gif, or .mp4 with imageio-ffmpeg)")
-    p.add_argument("--frames", type=int, default=None, help="number of frames (1 + 4k for the tiny VAE)")
+    p.add_argument("--frames", type=int, default=None, help="number of frames (1 + 2k for the tiny VAE)")
     p.add_argument("--height", type=int, default=None, help="height in pixels (a multiple of VAE x patch size)")
     p.add_argument("--width", type=int, default=None, help="width in pixels (any aspect ratio the grid allows)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (more = slower, smoother)")
@@ -131,14 +131,14 @@ def _add_prompting_commands(sub) -> None:
     p.add_argument("--video", required=True, help="the video to extend (.gif/.mp4)")
     p.add_argument("--direction", default="forward", choices=["forward", "backward"], help="where the new frames go")
     p.add_argument("--context-frames", type=int, default=None, help="frames of the video each window sees: "
-                                                                    "1 + 4k forward, 4k backward (default: about "
-                                                                    "half a training window)")
+                                                                    "1 + tf*k forward, tf*k backward (tf: the VAE's time "
+                                                                    "factor); default about half a window")
     p = mode("loop", "a video whose last frame flows into its first", prompt="optional",
-             frames="frames of the closing transition, a multiple of 4")
+             frames="frames of the closing transition, a multiple of the VAE's time factor")
     p.add_argument("--video", default=None, help="the video to close into a loop (.gif/.mp4); without it, "
                                                  "a video is generated from --prompt first")
     p = mode("edit", "SDEdit: redo a video with a new prompt")
-    p.add_argument("--video", required=True, help="the video to edit (.gif/.mp4), 1 + 4k frames")
+    p.add_argument("--video", required=True, help="the video to edit (.gif/.mp4), 1 + tf*k frames")
     p.add_argument("--strength", type=float, default=0.6, help="0 keeps the video, 1 ignores it (default 0.6)")
     p = mode("connect", "a transition from the end of one video into the start of another", prompt="optional",
              frames="frames of the transition, a multiple of 4")

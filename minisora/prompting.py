@@ -208,7 +208,7 @@ def edit(model, video, prompt: str, strength: float = 0.6, height: int | None = 
     prompt. Low strength keeps layout and motion, high strength keeps little.
 
     Args:
-        video: (T, H, W, 3) uint8 with T = 1 + 4k (or float in [0, 1]).
+        video: (T, H, W, 3) uint8 with T = 1 + tf*k, tf = the VAE's time factor (or float in [0, 1]).
         strength: in [0, 1]. 0 returns the input as the VAE reproduces it, 1 ignores it entirely.
         steps: steps of a full denoise (default the config's); an edit takes round(strength * steps).
         guidance, seed, sampler, progress: as in generate.

@@ -90,9 +90,10 @@ def sample_window(model, prompt: str | None, head: np.ndarray | None = None, tai
 
     Args:
         prompt: the text, or None for none (the unconditional model).
-        head: (1 + 4p, H, W, 3) uint8 frames given at the start of the window, or None.
-        tail: (4q, H, W, 3) uint8 frames given at the end of the window, or None.
-        new_frames: frames to generate between them: a multiple of 4 after a head, 1 + 4k without one.
+        head: (1 + tf*p, H, W, 3) uint8 frames given at the start of the window, or None (tf = the VAE's
+            time factor: 2 in the tiny preset, 4 in the larger ones).
+        tail: (tf*q, H, W, 3) uint8 frames given at the end of the window, or None.
+        new_frames: frames to generate between them: a multiple of tf after a head, 1 + tf*k without one.
     Returns:
         the whole window (len(head) + new_frames + len(tail), H, W, 3) uint8, decoded in one go: given
         frames come back as the VAE reproduces them, new frames continue from them.

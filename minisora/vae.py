@@ -1,8 +1,8 @@
 """Causal 3D convolutional video VAE: squeeze videos (B, 3, T, H, W) into small latents and back.
 
 Why a VAE: the diffusion transformer pays per token, so it works on a compressed *spacetime latent*
-instead of pixels (Sora's "video compression network"). In the tiny preset a 9x32x32 RGB video
-(27,648 numbers) becomes a 4x3x8x8 latent (768 numbers):
+instead of pixels (Sora's "video compression network"). In the tiny preset (2x in time and space) a
+9x32x32 RGB video (27,648 numbers) becomes a 4x5x16x16 latent (5,120 numbers):
 
     video (B, 3, T, H, W)  <->  latent (B, C, 1 + (T-1)/tf, H/sf, W/sf)    tf, sf = time, space factors
 
@@ -203,6 +203,8 @@ class VideoVAE(nn.Module):
         if cfg.time_downsamples > len(cfg.channel_mults) - 1:
             raise ValueError(f"time_downsamples={cfg.time_downsamples} needs at least {cfg.time_downsamples + 1} "
                              f"entries in channel_mults (time is halved together with space), got {cfg.channel_mults}")
+        if not cfg.object_weight > 0:
+            raise ValueError(f"object_weight must be > 0 (1 = plain MSE, 5 = the tiny recipe), got {cfg.object_weight}")
         self.cfg = cfg
         self.spatial_factor = cfg.spatial_factor
         self.temporal_factor = cfg.temporal_factor

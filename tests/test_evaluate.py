@@ -219,3 +219,15 @@ def test_heldout_prompts_are_the_captions_of_an_unused_world_seed():
     # And the world's own videos of these prompts score as real videos do.
     scores = [evaluate.score(world_items[i]["video"], prompts[i]) for i in range(12)]
     assert evaluate.mean_scores(scores)["overall"] > 0.85
+
+
+def test_eval_cli_refuses_a_bad_heldout_count(capsys):
+    from pathlib import Path
+
+    from minisora.__main__ import main
+
+    model = str(Path(__file__).resolve().parent.parent / "assets" / "tiny-shapes")
+    assert main(["eval", "--model", model, "--heldout", "0"]) == 2
+    assert "--heldout takes a number of prompts >= 1" in capsys.readouterr().err
+    assert main(["eval", "--model", model, "--heldout", "2", "--prompts", "p.txt"]) == 2
+    assert "not both" in capsys.readouterr().err

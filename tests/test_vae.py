@@ -220,3 +220,8 @@ def test_bad_rank_channels_and_dtype_are_explained():
         vae.decode(torch.zeros(1, 3, 3, 4, 4))
     with pytest.raises(ValueError, match="channel_mults"):
         VideoVAE(VAEConfig(channel_mults=(1, 2), time_downsamples=2))
+
+
+def test_object_weight_must_be_positive():
+    with pytest.raises(ValueError, match="object_weight must be > 0"):
+        make_vae(dataclasses.replace(SMALL, object_weight=0.0))
