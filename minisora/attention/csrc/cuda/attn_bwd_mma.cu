@@ -65,6 +65,20 @@ __device__ __forceinline__ void warp_product_t(float (&acc)[kN / 8][4], const T*
   }
 }
 
+// acc (16 x D) += A B for a 16 x 16 A fragment held in registers (p_fragment) and B = rows 16 kk..16 kk + 15
+// of the swizzled (., D) tile b_tile, read transposed: dV += P^T dO, dK += dS^T Q, dQ += dS K.
+template <class T, int D>
+__device__ __forceinline__ void warp_product_rows(float (&acc)[D / 8][4], const uint32_t (&a)[4], const T* b_tile,
+                                                  int kk, int lane) {
+#pragma unroll
+  for (int n = 0; n < D / 8; n += 2) {
+    uint32_t b[4];
+    ldmatrix<4, true>(b, b_tile + swizzled<D>(16 * kk + lane % 16, n + lane / 16));
+    mma_m16n8k16<T>(acc[n], a, b);
+    mma_m16n8k16<T>(acc[n + 1], a, b + 2);
+  }
+}
+
 template <class T, int D, bool kAtomicDq>
 __global__ __launch_bounds__(kThreads, 2) void dkdv_kernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
@@ -125,16 +139,8 @@ __global__ __launch_bounds__(kThreads, 2) void dkdv_kernel(
       uint32_t pa[4], dsa[4];
       p_fragment<T>(st, kk, pa);
       p_fragment<T>(dpt, kk, dsa);
-#pragma unroll
-      for (int n = 0; n < D / 8; n += 2) {
-        uint32_t b[4];
-        ldmatrix<4, true>(b, dOs + swizzled<D>(16 * kk + lane % 16, n + lane / 16));
-        mma_m16n8k16<T>(dv_acc[n], pa, b);
-        mma_m16n8k16<T>(dv_acc[n + 1], pa, b + 2);
-        ldmatrix<4, true>(b, Qs + swizzled<D>(16 * kk + lane % 16, n + lane / 16));
-        mma_m16n8k16<T>(dk_acc[n], dsa, b);
-        mma_m16n8k16<T>(dk_acc[n + 1], dsa, b + 2);
-      }
+      warp_product_rows<T, D>(dv_acc, pa, dOs, kk, lane);
+      warp_product_rows<T, D>(dk_acc, dsa, Qs, kk, lane);
     }
     if constexpr (kAtomicDq) {
       // dS^T to shared memory: each n-tile of 8 queries is one 16-byte chunk of a key row.
@@ -256,13 +262,7 @@ __global__ __launch_bounds__(kThreads, 2) void dq_kernel(
     for (int kk = 0; kk < kBkDq / 16; ++kk) {
       uint32_t a[4];
       p_fragment<T>(s, kk, a);
-#pragma unroll
-      for (int n = 0; n < D / 8; n += 2) {
-        uint32_t b[4];
-        ldmatrix<4, true>(b, Ks + swizzled<D>(16 * kk + lane % 16, n + lane / 16));
-        mma_m16n8k16<T>(acc[n], a, b);
-        mma_m16n8k16<T>(acc[n + 1], a, b + 2);
-      }
+      warp_product_rows<T, D>(acc, a, Ks, kk, lane);
     }
   }
 #pragma unroll
