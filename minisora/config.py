@@ -210,3 +210,19 @@ def get_preset(name: str) -> MiniSoraConfig:
 def smoke_mode() -> bool:
     """True when MINISORA_SMOKE=1: notebooks and CLI shrink everything to run in seconds (CI)."""
     return os.environ.get("MINISORA_SMOKE", "0") not in ("", "0", "false", "False")
+
+
+def lesson_preset() -> str:
+    """The preset a lesson trains at: "tiny" on a CPU and in smoke mode, "colab" on a GPU.
+
+    MINISORA_PRESET=<name> overrides the choice (say, "tiny" on a GPU to finish a lesson in seconds).
+    """
+    chosen = os.environ.get("MINISORA_PRESET", "")
+    if chosen:
+        get_preset(chosen)  # an unknown name fails here, with the list of presets
+        return chosen
+    if smoke_mode():
+        return "tiny"
+    import torch  # imported here: configs are plain data and load without torch
+
+    return "colab" if torch.cuda.is_available() else "tiny"
