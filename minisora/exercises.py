@@ -29,20 +29,22 @@ def answer(value):
     return value
 
 
-def check(exercise: str, test) -> bool:
-    """Run `test()` and print one line: right, not yet (with the hint), or not answered yet."""
+def check(exercise: str, test) -> None:
+    """Run `test()` and print one line: right, not yet (with the hint), or not answered yet.
+
+    Returns None, so that a check cell shows only that line.
+    """
     try:
         test()
     except (NotAnswered, NotImplementedError):
         print(f"Exercise {exercise}: {UNANSWERED} (replace the placeholder and run both cells again)")
-        return False
+        return
     except AssertionError as failure:
         print(f"Exercise {exercise}: {WRONG}. {failure or 'the answer does not pass the check.'}")
-        return False
+        return
     except Exception as error:  # the student's code crashed: show where, briefly
         where = traceback.extract_tb(error.__traceback__)[-1]
         print(f"Exercise {exercise}: {WRONG}. Your code raised {type(error).__name__}: {error} "
               f"(line {where.lineno} of {where.name})")
-        return False
+        return
     print(f"Exercise {exercise}: {RIGHT}")
-    return True
