@@ -14,7 +14,7 @@ the mean of every metric, the training time and the training compute
 (~6 x DiT+text parameters x tokens x samples seen, the forward and backward matmuls; attention
 scores are left out, small at these sequence lengths).
 
-Notebook 09 imports the function without the folder being a package:
+Another script or notebook imports the function without the folder being a package:
 
     import importlib.util
     spec = importlib.util.spec_from_file_location("scaling", "../benchmarks/scaling.py")
