@@ -33,6 +33,7 @@ test: setup
 strip-notebooks: setup
 	$(PY) -m jupyter nbconvert --clear-output --inplace --log-level=WARN \
 		--ClearMetadataPreprocessor.enabled=True notebooks/*.ipynb
+	$(PY) tools/notebook_setup.py
 
 clean:
 	rm -rf outputs .pytest_cache

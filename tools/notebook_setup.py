@@ -85,6 +85,7 @@ print(f"minisora {{minisora.__version__}} from {{REPO}} | torch {{torch.__versio
       f"{{' (' + torch.cuda.get_device_name() + ')' if DEVICE.type == 'cuda' else ''}}"
       f" | preset {{PRESET}} | smoke mode {{SMOKE}}")'''
 
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}  # Colab and nbval run this
 BADGE_TEMPLATE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({link})"
 
 
@@ -109,13 +110,14 @@ BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]\(.*colab.research.google.com.*$"
 
 
 def apply(notebook: nbformat.NotebookNode, name: str) -> bool:
-    """Put the generated setup cell and badge into one notebook; True if anything changed."""
+    """Put the generated setup cell, badge and kernelspec into one notebook; True if anything changed."""
     setup = next(cell for cell in notebook.cells if cell.cell_type == "code")
     title = next(cell for cell in notebook.cells if cell.cell_type == "markdown")
     new_title = BADGE_LINE.sub(badge(name), title.source) if BADGE_LINE.search(title.source) else \
         title.source.replace("\n", f"\n\n{badge(name)}\n", 1)
-    changed = setup.source != setup_cell_source() or new_title != title.source
+    changed = setup.source != setup_cell_source() or new_title != title.source or "kernelspec" not in notebook.metadata
     setup.source, title.source = setup_cell_source(), new_title
+    notebook.metadata.setdefault("kernelspec", KERNELSPEC)  # `make strip-notebooks` clears notebook metadata
     return changed
 
 
