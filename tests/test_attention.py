@@ -334,6 +334,20 @@ def test_self_check_passes_for_the_real_op(auto_tries_cpu):
     assert selection.self_check_failure("cpu", [torch.float32, torch.bfloat16], (16, 64)) is None
 
 
+def test_cpu_op_runs_under_inference_mode_on_several_threads(ext):
+    # Sampling runs under inference_mode, which is per thread: the kernel's parallel workers must get it
+    # too, or their in-place writes into the (inference) outputs fail. One thread never showed this.
+    q, k, v = qkv(2, 4, 300, 300, 16, dtype=torch.float32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            out = attention(q, k, v, backend="minisora")
+    finally:
+        torch.set_num_threads(threads)
+    assert rel_err(out, reference_attention(q, k, v)) < 1e-5
+
+
 def test_self_check_and_timing_ignore_the_callers_context(auto_tries_cpu):
     # A first call from inside inference_mode + autocast (sampling) must still check and time plain maths.
     q, k, v = qkv(1, 2, 33, 40, 16, dtype=torch.float32)

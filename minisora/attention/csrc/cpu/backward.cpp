@@ -23,6 +23,7 @@
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
@@ -94,6 +95,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attn_bwd(
   // Autograd sits above this kernel (op.py): nothing in here is recorded, and the in-place tile
   // updates on views must not be checked against a grad mode (set again in each parallel task).
   const c10::AutoGradMode no_grad(false);
+  // at::parallel_for's workers do not inherit this thread's grad mode or inference mode: each task
+  // restores them, or in-place tile writes into outputs made under inference_mode fail on a worker.
+  const at::ThreadLocalState caller_modes;
   TORCH_CHECK_VALUE(dout_in.sizes() == q_in.sizes(), "minisora attn_bwd: dout must have q's shape ",
                     q_in.sizes(), ", got ", dout_in.sizes());
   TORCH_CHECK_VALUE(out_in.sizes() == q_in.sizes(), "minisora attn_bwd: out must have q's shape ",
@@ -122,20 +126,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attn_bwd(
 
   if (bh_count >= at::get_num_threads()) {
     at::parallel_for(0, bh_count, 1, [&](int64_t begin, int64_t end) {
-      const c10::AutoGradMode no_grad_here(false);  // grad mode is per thread
+      const at::ThreadLocalStateGuard same_modes(caller_modes);  // grad and inference mode are per thread
       for (int64_t bh = begin; bh < end; ++bh) backward_head(head(bh), dq[bh], dk[bh], dv[bh]);
     });
   } else {
     const int64_t q_tiles = (n_q + kBlockQ - 1) / kBlockQ, k_tiles = (n_k + kBlockK - 1) / kBlockK;
     at::parallel_for(0, bh_count * k_tiles, 1, [&](int64_t begin, int64_t end) {
-      const c10::AutoGradMode no_grad_here(false);  // grad mode is per thread
+      const at::ThreadLocalStateGuard same_modes(caller_modes);  // grad and inference mode are per thread
       for (int64_t task = begin; task < end; ++task) {
         const int64_t bh = task / k_tiles, k0 = (task % k_tiles) * kBlockK;
         dkdv_tile(head(bh), k0, std::min(kBlockK, n_k - k0), dk[bh], dv[bh]);
       }
     });
     at::parallel_for(0, bh_count * q_tiles, 1, [&](int64_t begin, int64_t end) {
-      const c10::AutoGradMode no_grad_here(false);  // grad mode is per thread
+      const at::ThreadLocalStateGuard same_modes(caller_modes);  // grad and inference mode are per thread
       for (int64_t task = begin; task < end; ++task) {
         const int64_t bh = task / q_tiles, q0 = (task % q_tiles) * kBlockQ;
         dq_tile(head(bh), q0, std::min(kBlockQ, n_q - q0), dq[bh]);

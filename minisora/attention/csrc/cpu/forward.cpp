@@ -17,6 +17,7 @@
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
@@ -92,6 +93,9 @@ std::tuple<at::Tensor, at::Tensor> attn_fwd(const at::Tensor& q_in, const at::Te
   // Autograd sits above this kernel (op.py): nothing in here is recorded, and the in-place tile
   // updates on views must not be checked against a grad mode (set again in each parallel task).
   const c10::AutoGradMode no_grad(false);
+  // at::parallel_for's workers do not inherit this thread's grad mode or inference mode: each task
+  // restores them, or in-place tile writes into outputs made under inference_mode fail on a worker.
+  const at::ThreadLocalState caller_modes;
   // Arithmetic in float32 (float64 for float64): 16-bit inputs are converted once, O(N d).
   const auto acc_type = at::toOpMathType(q_in.scalar_type());
   // q is scaled once here, O(N d), instead of every score tile.
@@ -106,7 +110,7 @@ std::tuple<at::Tensor, at::Tensor> attn_fwd(const at::Tensor& q_in, const at::Te
                    lse2 = lse.view({batch * heads, n_q});
   // Tasks are (batch * head, query tile) pairs, flattened; grain 1 because each task is big.
   at::parallel_for(0, batch * heads * q_tiles, 1, [&](int64_t begin, int64_t end) {
-      const c10::AutoGradMode no_grad_here(false);  // grad mode is per thread
+      const at::ThreadLocalStateGuard same_modes(caller_modes);  // grad and inference mode are per thread
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bh = task / q_tiles, q0 = (task % q_tiles) * kBlockQ;
       forward_tile(q3[bh], k3[bh], v3[bh], out3[bh], lse2[bh], q0, std::min(kBlockQ, n_q - q0));
