@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from minisora import MiniSora, world
-from minisora.evaluate import METRICS, evaluate_model
+from minisora.evaluate import METRICS, STILL_WORDS, evaluate_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
 from common import RESULTS, load_note, machine_name, write_results  # noqa: E402
@@ -56,11 +56,12 @@ QUICK_PROMPTS = [PROMPTS[0], PROMPTS[3], PROMPTS[9]]
 
 
 def asked_metrics(prompt: str) -> set[str]:
-    """The metrics a prompt asks for beyond presence: "shape" if it names a shape, "direction" if a motion."""
+    """The metrics a prompt asks for beyond presence: "shape" if it names a shape, "direction" if a motion
+    (the evaluator's own rule in `evaluate.score`: a still object's direction is scored when a word says so)."""
     words = set(world.split_words(prompt))
     asked = {"shape"} if words & set(world.SHAPES) else set()
     scene = world.parse_caption(prompt)
-    if any(o.motion != "still" for o in scene.objects) or words & {"still", "not", "stationary", "static"}:
+    if any(o.motion != "still" for o in scene.objects) or words & STILL_WORDS:
         asked.add("direction")
     return asked
 
@@ -109,13 +110,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write-results", action="store_true", help=f"append the table to {RESULTS.name}")
     args = parser.parse_args(argv)
     if args.prompts_file:
+        if not Path(args.prompts_file).is_file():
+            parser.error(f"--prompts-file {args.prompts_file}: no such file")
         prompts = [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
     else:
         prompts = args.prompts or (QUICK_PROMPTS if args.quick else PROMPTS)
-    seeds = args.seeds or (1 if args.quick else 4)
-    steps = args.steps or (4 if args.quick else None)
+    seeds = args.seeds if args.seeds is not None else (1 if args.quick else 4)
+    steps = args.steps if args.steps is not None else (4 if args.quick else None)
     if seeds < 1 or not prompts:
         parser.error("give at least one prompt and --seeds 1 or more")
+    if steps is not None and steps < 1:
+        parser.error(f"--steps must be 1 or more, got {steps}")
     if not (Path(args.model) / "config.json").exists():
         parser.error(f"no saved model in {args.model} (a folder written by save_pretrained)")
     model = MiniSora.from_pretrained(args.model, device=torch.device(args.device)).eval()

@@ -63,3 +63,11 @@ def test_main_prints_the_table_for_a_saved_model(menu, model, tmp_path, capsys):
     assert "| a blue square moves up |" in out and "1 videos in" in out
     with pytest.raises(SystemExit):
         menu.main(["--model", str(tmp_path / "missing")])
+
+
+@pytest.mark.parametrize("bad, says", [(["--seeds", "0"], "--seeds 1 or more"), (["--steps", "0"], "--steps must be"),
+                                       (["--prompts-file", "nowhere.txt"], "no such file")])
+def test_main_says_what_to_change_on_bad_arguments(menu, bad, says, capsys):
+    with pytest.raises(SystemExit):
+        menu.main(bad)
+    assert says in capsys.readouterr().err

@@ -92,7 +92,10 @@ BADGE_TEMPLATE = "[![Open In Colab](https://colab.research.google.com/assets/col
 def repository_url() -> str:
     """The repository's address from pyproject.toml, without a trailing `.git` or slash."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return project["urls"]["Repository"].rstrip("/").removesuffix(".git")
+    url = project.get("urls", {}).get("Repository", "")
+    if "github.com/" not in url:
+        raise SystemExit(f"pyproject.toml needs [project.urls] Repository = \"https://github.com/OWNER/NAME\", got {url!r}")
+    return url.rstrip("/").removesuffix(".git")
 
 
 def setup_cell_source(url: str | None = None) -> str:
@@ -111,8 +114,10 @@ BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]\(.*colab.research.google.com.*$"
 
 def apply(notebook: nbformat.NotebookNode, name: str) -> bool:
     """Put the generated setup cell, badge and kernelspec into one notebook; True if anything changed."""
-    setup = next(cell for cell in notebook.cells if cell.cell_type == "code")
-    title = next(cell for cell in notebook.cells if cell.cell_type == "markdown")
+    setup = next((cell for cell in notebook.cells if cell.cell_type == "code"), None)
+    title = next((cell for cell in notebook.cells if cell.cell_type == "markdown"), None)
+    if setup is None or title is None:
+        raise SystemExit(f"{name}: a notebook needs a markdown title cell and a code cell for the setup")
     new_title = BADGE_LINE.sub(badge(name), title.source) if BADGE_LINE.search(title.source) else \
         title.source.replace("\n", f"\n\n{badge(name)}\n", 1)
     changed = setup.source != setup_cell_source() or new_title != title.source or "kernelspec" not in notebook.metadata
