@@ -111,7 +111,14 @@ class Tokenizer:
 
 
 class TextEncoder(nn.Module):
-    """Token + learned position embeddings, a few pre-norm transformer layers, a final LayerNorm.
+    """Token + learned position embeddings, a few pre-norm transformer layers, a final LayerNorm; plus
+    each word's own embedding, normalised on its own, added to the output.
+
+    Why the second term: without it, training drowned the motion words. Within a few hundred steps
+    the DiT learns colour, size and shape first, the encoder's output vectors fill with those, and after
+    the final LayerNorm "left" and "right" differed by 2% (colours by 100%), so the DiT never heard
+    which way to move (benchmarks/RESULTS.md, "motion words"). A word's own normalised embedding keeps
+    every word distinct whatever the rest of the prompt weighs.
 
     Args:
         cfg: `TextConfig` (dim, depth, heads, max_len).
@@ -131,14 +138,22 @@ class TextEncoder(nn.Module):
             for _ in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(cfg.dim)
+        self.word_norm = nn.LayerNorm(cfg.dim)
         nn.init.normal_(self.token_embed.weight, std=0.02)
 
     def forward(self, ids: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
-        """ids `(B, L)` long, context_mask `(B, L)` bool (True = word) -> context `(B, L, dim)`.
+        """ids `(B, L)` long, context_mask `(B, L)` bool (True = word) -> context `(B, L, dim)`:
+        `contextual(ids, context_mask)` plus each word's own normalised embedding.
 
         Padding positions come out as zeros. A row with no words at all (a dropped or empty prompt)
         comes out as all zeros: the DiT's null token then stands for "no prompt".
         """
+        in_prompt = self.contextual(ids, context_mask)  # (B, L, dim), checks the inputs
+        alone = self.word_norm(self.token_embed(ids))  # (B, L, dim): what each word is on its own
+        return (in_prompt + alone) * context_mask[..., None]
+
+    def contextual(self, ids: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        """The transformer's half of the output: each word read in its prompt, `(B, L, dim)` (padding not zeroed)."""
         if ids.dim() != 2 or context_mask.shape != ids.shape or context_mask.dtype != torch.bool:
             raise ValueError(f"expected ids (B, L) and a bool context_mask of the same shape, got "
                              f"{tuple(ids.shape)} and {tuple(context_mask.shape)} {context_mask.dtype}")
@@ -147,9 +162,9 @@ class TextEncoder(nn.Module):
                              f"{self.max_len}; encode prompts with max_len <= {self.max_len}")
         x = self.token_embed(ids) + self.pos_embed[: ids.shape[1]]  # (B, L, dim)
         # A row whose keys are all padding would softmax over nothing (NaN). Let such rows attend to
-        # their padding instead; their output is zeroed below anyway.
+        # their padding instead; their output is zeroed by forward anyway.
         empty = ~context_mask.any(dim=1, keepdim=True)  # (B, 1)
         ignore = ~(context_mask | empty)  # (B, L), True = key to ignore (PyTorch's convention)
         for layer in self.layers:
             x = layer(x, src_key_padding_mask=ignore)
-        return self.norm(x) * context_mask[..., None]
+        return self.norm(x)

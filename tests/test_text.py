@@ -92,6 +92,23 @@ def test_encoder_shape_and_padding_is_ignored():
     assert not torch.allclose(encoder(other, mask)[0, 1:3], context[0, 1:3], atol=1e-4)
 
 
+def test_a_word_stays_distinct_when_the_rest_of_the_prompt_dominates():
+    # Training once made the layers' output so large that, after the final LayerNorm, "left" and
+    # "right" came out 2% apart. Simulate that: blow up what the layers write into the residual stream.
+    encoder = _encoder()
+    with torch.no_grad():
+        for layer in encoder.layers:
+            layer.linear2.bias.normal_(0.0, 100.0)  # a big vector that does not depend on the words
+    ids = torch.tensor([[3, 4, 5, 6], [3, 4, 5, 7]])  # the last word differs
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        last = encoder(ids, mask)[:, -1]
+        # The transformer's half alone has lost the word: without the word's own embedding the test would fail.
+        alone = encoder.contextual(ids, mask)[:, -1]
+    assert float((last[0] - last[1]).norm() / last[0].norm()) > 0.2
+    assert float((alone[0] - alone[1]).norm() / alone[0].norm()) < 0.05
+
+
 def test_encoder_all_masked_row_gives_zeros_not_nan():
     encoder = _encoder()
     encoder.train()  # the training path must survive dropped prompts too
