@@ -172,18 +172,28 @@ def top_speed(gravity: bool, shape: tuple[int, ...]) -> float:
     return world.SPEED_RANGE[1] * W + (world.GRAVITY * H * T if gravity else 0.0)
 
 
+def _motion(trk: Track, asked: tuple[float, float], gravity: bool, size: tuple[int, int], impacts: tuple[int, ...]):
+    """What the motion metrics of one object stand on -> (whole views, wall contacts, contacts with the hits,
+    gravity in pixels/frame per frame, launch steps {t: velocity (2,)}: the motion the prompt describes, with
+    bounces unfolded, gravity taken out and the steps after a hit left out)."""
+    height, width = size
+    gravity_px = world.GRAVITY * height if gravity else 0.0
+    whole = whole_views(trk)
+    contacts = wall_contacts(trk, size, asked, slack=1.0 + gravity_px,
+                             fastest=top_speed(gravity, (len(trk), height, width)))
+    contacts_all = contacts + [(t, 2, 0) for t in impacts]  # a hit by/of another object changes velocity too
+    launch = velocities(trk, whole, contacts_all, gravity_px, stop_at_floor=gravity)
+    launch = {t: step for t, step in launch.items() if not impacts or t < min(impacts)}  # before a hit
+    return whole, contacts, contacts_all, gravity_px, launch
+
+
 def object_metrics(trk: Track, hidden: np.ndarray, spec: world.ObjectSpec, shape_said: bool, motion_said: bool,
                    gravity: bool, size: tuple[int, int], impacts: tuple[int, ...] = ()) -> dict[str, float]:
     """The per-object metrics that apply to one asked object, from its track (see the module docstring)."""
     height, width = size
-    gravity_px = world.GRAVITY * height if gravity else 0.0
-    whole = whole_views(trk)
+    asked = world.MOTIONS[spec.motion] if motion_said else (0.0, 0.0)
+    whole, contacts, contacts_all, gravity_px, launch = _motion(trk, asked, gravity, size, impacts)
     views = [b for b, w in zip(trk, whole) if w]
-    contacts = wall_contacts(trk, size, world.MOTIONS[spec.motion] if motion_said else (0.0, 0.0),
-                             slack=1.0 + gravity_px, fastest=top_speed(gravity, (len(trk), height, width)))
-    contacts_all = contacts + [(t, 2, 0) for t in impacts]  # a hit by/of another object changes velocity too
-    launch = velocities(trk, whole, contacts_all, gravity_px, stop_at_floor=gravity)  # what the prompt describes
-    launch = {t: step for t, step in launch.items() if not impacts or t < min(impacts)}  # before a hit
     metrics = {"presence": float(np.mean([b is not None or h for b, h in zip(trk, hidden)])),
                "rigidity": rigidity_rate(views),
                # Centroids of world shapes wobble by up to ~1.4 px/frame (99%); a teleport jumps far more.
@@ -221,10 +231,7 @@ def score(video, prompt: str) -> dict[str, float]:
     prompt: English as `world.caption` writes it. Only what it names is scored (a shape word, a colour
     word, a motion); "gravity" changes the expected motion. Per-object metrics are averaged over objects.
     """
-    video = to_uint8(video)
-    scene, said = world.parse_caption(prompt), set(world.split_words(prompt))
-    blobs, colors = find_objects(video)
-    tracks = asked_tracks(scene, said, blobs, len(video))
+    video, scene, said, blobs, colors, tracks = _perceive(video, prompt)
     hidden = [hidden_frames(trk, colors, scene.occluder is not None) for trk in tracks]
     shape_said, still_said = bool(said & set(world.SHAPES)), bool(said & STILL_WORDS)
     hit, impacts = causality.hit_metrics(tracks, scene.hits)  # "A hits B": collision and causality
@@ -236,6 +243,28 @@ def score(video, prompt: str) -> dict[str, float]:
             metrics[name] = float(np.mean(values))
     metrics = {name: metrics[name] for name in METRICS if name in metrics}  # in the usual order
     return {**metrics, "overall": overall(metrics)}
+
+
+def _perceive(video, prompt: str):
+    """-> video as uint8, the prompt's scene and words, the blobs and colour map, one track per asked object."""
+    video = to_uint8(video)
+    scene, said = world.parse_caption(prompt), set(world.split_words(prompt))
+    blobs, colors = find_objects(video)
+    return video, scene, said, blobs, colors, asked_tracks(scene, said, blobs, len(video))
+
+
+def launch_velocity(video, prompt: str) -> list[np.ndarray | None]:
+    """Each asked object's mean velocity (vx, vy) in pixels/frame (x right, y down), measured as
+    `direction` and `speed` measure it (bounces unfolded, gravity taken out); None for an object never
+    seen whole in two frames in a row. Same inputs as `score`.
+
+    The numbers behind a direction score: benchmarks/motion_words.py compares them across motion words.
+    """
+    video, scene, _, _, _, tracks = _perceive(video, prompt)
+    _, impacts = causality.hit_metrics(tracks, scene.hits)
+    motions = [_motion(trk, world.MOTIONS[spec.motion], scene.gravity, video.shape[1:3], impacts)[-1]
+               for trk, spec in zip(tracks, scene.objects)]
+    return [np.mean(list(steps.values()), axis=0) if steps else None for steps in motions]
 
 
 # ------------------------------------------------------------------------------------------- scoring models

@@ -120,6 +120,15 @@ def test_wrong_motion_breaks_direction(asked, drawn):
     assert score(world.render(one_object(motion=drawn), 9, 32, 32).video, prompt)["direction"] < 0.2
 
 
+@pytest.mark.parametrize("motion", ["right", "up", "down-left", "still"])
+def test_launch_velocity_is_the_world_velocity(motion):
+    clip = world.render(one_object(motion=motion), 9, 32, 32)
+    (velocity,) = evaluate.launch_velocity(clip.video, f"a red circle {world.motion_phrase(motion)}")
+    assert np.allclose(velocity, clip.truth["velocity"][0, 0], atol=0.3)  # px/frame, before any bounce
+    blank = np.zeros_like(clip.video)
+    assert evaluate.launch_velocity(blank, "a red circle moves up") == [None]
+
+
 def test_falling_object_is_still_only_under_gravity():
     video = world.render(dataclasses.replace(one_object(motion="still", y=0.15), gravity=True), 17, 64, 64).video
     assert score(video, "a red circle falls, under gravity")["direction"] > 0.95
