@@ -167,7 +167,9 @@ class MiniSoraConfig:
 def _tiny() -> MiniSoraConfig:
     # shift 3 at the tiny video's 80 tokens: more training (and sampling) time at high noise, where
     # layout and motion are decided; at shift ~1.3 objects split and jumped between latent frames.
-    return MiniSoraConfig(name="tiny", flow=FlowConfig(shift=3.0, base_tokens=80),
+    # Guidance 4: on 48 validation captions (world seed 778, used neither for training nor for the
+    # held-out score) the shipped model scored 0.60 / 0.69 / 0.68 / 0.68 at guidance 3 / 4 / 5 / 6.
+    return MiniSoraConfig(name="tiny", flow=FlowConfig(shift=3.0, base_tokens=80, guidance=4.0),
                           train=TrainConfig(latent_cache=8192))
 
 

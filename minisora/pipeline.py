@@ -42,7 +42,10 @@ from .text import TextEncoder, Tokenizer
 from .vae import VideoVAE, check_video_size
 from .world import split_words, vocabulary
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Why older folders cannot be read: what changed in the weights at each version.
+FORMAT_CHANGES = {1: "the text encoder now adds each word's own normalised embedding to its output (a new "
+                     "LayerNorm, text_encoder.word_norm; minisora/text.py says why)"}
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 
 
@@ -176,7 +179,8 @@ class MiniSora(nn.Module):
             raise ValueError(f"'{directory}' has a corrupt JSON file ({err}); re-save the model") from err
         version = config_dict.pop("format_version", None)
         if version != FORMAT_VERSION:
-            raise ValueError(f"'{directory}' has format_version {version}, this minisora reads {FORMAT_VERSION}")
+            why = f": since it was saved, {FORMAT_CHANGES[version]}. Train it again" if version in FORMAT_CHANGES else ""
+            raise ValueError(f"'{directory}' has format_version {version}, this minisora reads {FORMAT_VERSION}{why}")
         model = cls(MiniSoraConfig.from_dict(config_dict), tokenizer)
         try:
             state = load_file(str(directory / "model.safetensors"))

@@ -106,12 +106,12 @@ class Studio:
     (IntProgress), message (HTML), video_view (HTML), scrub (IntSlider over the trajectory), scrub_view
     (HTML). After a generation, `studio.video` and `studio.trajectory` hold the results.
 
-    The default prompt is one the shipped model (assets/tiny-shapes) draws: it scored 1.00 on the
-    evaluator over 4 seeds in benchmarks/prompt_menu.py, which keeps objects still far better than it
-    moves them. Rerun that script after retraining and pick the default from its table.
+    The default prompt is one the shipped model (assets/tiny-shapes) draws: it scored 0.99 on the
+    evaluator over 4 seeds in benchmarks/prompt_menu.py, every asked metric measured. Rerun that script
+    after retraining and pick the default from its table.
     """
 
-    def __init__(self, model, prompt: str = "a green circle stays still", seed: int = 0,
+    def __init__(self, model, prompt: str = "a blue diamond moves to the right", seed: int = 0,
                  max_steps: int = 100):
         self.model = model
         data, flow = model.config.data, model.config.flow

@@ -122,6 +122,16 @@ def test_weights_from_another_config(saved, tmp_path):
         MiniSora.from_pretrained(other)
 
 
+def test_a_folder_of_an_older_format_says_what_changed(saved, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(saved, old)
+    config = json.loads((old / "config.json").read_text())
+    config["format_version"] = 1  # saved before the text encoder got word_norm
+    (old / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="format_version 1, this minisora reads 2: since it was saved, the text encoder"):
+        MiniSora.from_pretrained(old)
+
+
 def test_pickle_checkpoint_is_refused(model, tmp_path):
     folder = tmp_path / "pickled"
     folder.mkdir()
