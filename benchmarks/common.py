@@ -41,3 +41,20 @@ def write_results(title: str, device: str, note: str, table: str) -> None:
     header = f"\n## {title} · {machine_name(device)} · torch {torch.__version__} · {stamp}\n\n"
     with RESULTS.open("a") as f:
         f.write(header + (f"{note}\n\n" if note else "") + table)
+
+
+def load_saved_model(parser, folder: str, device: str, steps: int | None):
+    """For scripts that sample a saved model: refuse a bad --steps or --model through `parser` (a message, not a
+    traceback), load the model in eval mode, and describe its sampling settings for the results note.
+
+    -> (model, "20 euler steps" style text; the caller adds the guidance it uses)
+    """
+    if steps is not None and steps < 1:
+        parser.error(f"--steps must be 1 or more, got {steps}")
+    if not (Path(folder) / "config.json").exists():
+        parser.error(f"no saved model in {folder} (a folder written by save_pretrained)")
+    from minisora import MiniSora
+
+    model = MiniSora.from_pretrained(folder, device=torch.device(device)).eval()
+    flow = model.config.flow
+    return model, f"{steps or flow.steps} {flow.sampler} steps"

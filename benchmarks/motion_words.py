@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minisora import MiniSora, world
+from minisora import world
 from minisora.evaluate import STILL_WORDS, launch_velocity, score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
-from common import RESULTS, load_note, machine_name, write_results  # noqa: E402
+from common import RESULTS, load_note, load_saved_model, machine_name, write_results  # noqa: E402
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "tiny-shapes"
 
@@ -114,14 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     steps = args.steps if args.steps is not None else (4 if args.quick else None)
     if seeds < 2:
         parser.error(f"--seeds must be 2 or more (the spread compares seeds), got {seeds}")
-    if steps is not None and steps < 1:
-        parser.error(f"--steps must be 1 or more, got {steps}")
-    if not (Path(args.model) / "config.json").exists():
-        parser.error(f"no saved model in {args.model} (a folder written by save_pretrained)")
-    model = MiniSora.from_pretrained(args.model, device=torch.device(args.device)).eval()
-    flow = model.config.flow
+    model, sampling = load_saved_model(parser, args.model, args.device, steps)
+    guidance = model.config.flow.guidance if args.guidance is None else args.guidance
     note = (f"{load_note()}; model {args.model}; '{args.object}', {seeds} seeds per motion; "
-            f"{steps or flow.steps} {flow.sampler} steps, guidance {flow.guidance if args.guidance is None else args.guidance:g}")
+            f"{sampling}, guidance {guidance:g}")
     print(f"{machine_name(args.device)} · torch {torch.__version__} · {note}", flush=True)
     started = time.perf_counter()
     try:

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from minisora import MiniSora, world
+from minisora import world
 from minisora.evaluate import METRICS, STILL_WORDS, evaluate_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
-from common import RESULTS, load_note, machine_name, write_results  # noqa: E402
+from common import RESULTS, load_note, load_saved_model, machine_name, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = REPO / "assets" / "tiny-shapes"
@@ -119,14 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     steps = args.steps if args.steps is not None else (4 if args.quick else None)
     if seeds < 1 or not prompts:
         parser.error("give at least one prompt and --seeds 1 or more")
-    if steps is not None and steps < 1:
-        parser.error(f"--steps must be 1 or more, got {steps}")
-    if not (Path(args.model) / "config.json").exists():
-        parser.error(f"no saved model in {args.model} (a folder written by save_pretrained)")
-    model = MiniSora.from_pretrained(args.model, device=torch.device(args.device)).eval()
-    flow = model.config.flow
+    model, sampling = load_saved_model(parser, args.model, args.device, steps)
+    guidance = model.config.flow.guidance if args.guidance is None else args.guidance
     note = (f"{load_note()}; model {args.model}; {seeds} seed(s) per prompt from seed {args.seed}; "
-            f"{steps or flow.steps} {flow.sampler} steps, guidance {flow.guidance if args.guidance is None else args.guidance:g}")
+            f"{sampling}, guidance {guidance:g}")
     print(f"{machine_name(args.device)} · torch {torch.__version__} · {note}", flush=True)
     started = time.perf_counter()
     rows = prompt_menu(model, prompts, seeds, args.seed, steps, args.guidance)

@@ -28,6 +28,7 @@ them. Objects are told apart by colour, as in the world; a prompt that repeats a
 reliably. Real world videos score near 1 and noise near 0: tests/test_evaluate.py checks the evaluator so.
 
     score(video (T, H, W, 3) uint8, "a red circle moves to the left") -> {"presence": 1.0, ..., "overall": 0.97}
+    launch_velocity(video, prompt) -> [array([vx, vy]) px/frame, or None] per asked object: what direction and speed judge
     evaluate_model(model, prompts, samples=4) -> results (JSON-ready);  format_table(results) -> str
 """
 

@@ -1,6 +1,5 @@
 """The benchmark scripts run against the package as it is, and record their results one way."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,17 +8,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = sorted(p for p in BENCHMARKS.glob("*.py") if p.name != "common.py")
 
 
-def load(path: Path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import their neighbour common.py
-    spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # module level only: main() runs under `if __name__ == "__main__"`
-    return module
-
-
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
-def test_every_script_imports_what_it_names(path, monkeypatch):
-    assert callable(load(path, monkeypatch).main)
+def test_every_script_imports_what_it_names(path, load_benchmark):
+    assert callable(load_benchmark(path.stem).main)
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
@@ -30,8 +21,8 @@ def test_every_script_writes_results_through_common(path):
         assert own_write not in source, f"{path.name} writes RESULTS.md itself ({own_write})"
 
 
-def test_results_are_appended_with_the_machine_and_a_heading(tmp_path, monkeypatch):
-    common = load(BENCHMARKS / "common.py", monkeypatch)
+def test_results_are_appended_with_the_machine_and_a_heading(tmp_path, monkeypatch, load_benchmark):
+    common = load_benchmark("common")
     monkeypatch.setattr(common, "RESULTS", tmp_path / "RESULTS.md")
     common.write_results("sampling time", "cpu", "a note", "| a |\n|---|\n| 1 |\n")
     common.write_results("scaling", "cpu", "", "| b |\n")

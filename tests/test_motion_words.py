@@ -1,23 +1,15 @@
 """benchmarks/motion_words.py measures whether a model's object moves the way each motion word says."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from minisora import MiniSora, world
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("benchmark_motion_words", BENCHMARKS / "motion_words.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # it puts benchmarks/ on sys.path for its neighbour common.py
-    return module
+def bench(load_benchmark):
+    return load_benchmark("motion_words")
 
 
 class WorldAsModel:

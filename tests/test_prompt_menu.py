@@ -1,22 +1,14 @@
 """benchmarks/prompt_menu.py ranks prompts by the evaluator's score, and says when a score measured little."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from minisora import MiniSora
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def menu():
-    spec = importlib.util.spec_from_file_location("benchmark_prompt_menu", BENCHMARKS / "prompt_menu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # it puts benchmarks/ on sys.path for its neighbour common.py
-    return module
+def menu(load_benchmark):
+    return load_benchmark("prompt_menu")
 
 
 @pytest.fixture(scope="module")
